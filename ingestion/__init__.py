@@ -1,0 +1,1 @@
+"""A file-ingestion pipeline for RAG chatbots that does not lose files."""

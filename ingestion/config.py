@@ -1,0 +1,158 @@
+"""Settings: the only place that reads the environment.
+
+``Settings.from_env()`` reads ``INGEST_*`` variables (names below, next to each field), applies
+defaults that run the whole pipeline on one machine, and fails fast naming any variable whose value
+it cannot use.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+
+class SettingsError(ValueError):
+    """A variable is missing or has a value that cannot be used."""
+
+
+@dataclass(frozen=True)
+class ParseLimits:
+    """Bounds on what one file may cost (ARCHITECTURE.md, "Bounded resources")."""
+
+    max_file_bytes: int = 200 * 1024 * 1024  # INGEST_MAX_FILE_MB
+    max_pages: int = 5000  # INGEST_MAX_PAGES
+    max_unzipped_bytes: int = 1024 * 1024 * 1024  # INGEST_MAX_UNZIPPED_MB: Office/EPUB zip bombs
+    max_text_chars: int = 50_000_000  # INGEST_MAX_TEXT_CHARS: extracted text per file
+    timeout_s: float = 120.0  # INGEST_PARSE_TIMEOUT_S: wall clock per file, in the child process
+    memory_mb: int = 2048  # INGEST_PARSE_MEMORY_MB: address-space cap of the parse child
+    isolation: str = "process"  # INGEST_PARSE_ISOLATION: "process" (default) or "inline" (tests)
+
+
+@dataclass(frozen=True)
+class ChunkingSettings:
+    target_tokens: int = 512  # INGEST_CHUNK_TOKENS
+    overlap_tokens: int = 64  # INGEST_CHUNK_OVERLAP_TOKENS
+    encoding: str = "cl100k_base"  # INGEST_TOKENIZER: what text-embedding-3-* and ada-002 use
+
+
+@dataclass(frozen=True)
+class EmbeddingSettings:
+    kind: str = "hashing"  # INGEST_EMBEDDER: "hashing" (local, no download)
+    dimensions: int = 384  # INGEST_EMBED_DIMENSIONS
+    batch_inputs: int = 256  # INGEST_EMBED_BATCH_INPUTS (Azure OpenAI allows 2,048)
+    batch_tokens: int = 100_000  # INGEST_EMBED_BATCH_TOKENS (Azure OpenAI allows 300,000)
+
+
+@dataclass(frozen=True)
+class IndexSettings:
+    batch_docs: int = 1000  # INGEST_INDEX_BATCH_DOCS (service limit 1,000)
+    batch_bytes: int = 8 * 1024 * 1024  # INGEST_INDEX_BATCH_MB (service limit 16 MB)
+
+
+@dataclass(frozen=True)
+class Settings:
+    profile: str = "embedded"  # INGEST_PROFILE: which adapters bootstrap builds
+    container: str = "uploads"  # INGEST_CONTAINER
+    inbox_dir: Path = Path("inbox")  # INGEST_INBOX_DIR: the embedded blob source
+    data_dir: Path = Path(".ingestion")  # INGEST_DATA_DIR: artifacts, SQLite files
+    tiktoken_cache_dir: Path = Path(tempfile.gettempdir()) / "ingestion-tiktoken"  # TIKTOKEN_CACHE_DIR
+    limits: ParseLimits = field(default_factory=ParseLimits)
+    chunking: ChunkingSettings = field(default_factory=ChunkingSettings)
+    embedding: EmbeddingSettings = field(default_factory=EmbeddingSettings)
+    index: IndexSettings = field(default_factory=IndexSettings)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if environ is None else environ
+        read = _Reader(env)
+        defaults = cls()
+        limits, chunking, embedding, index = ParseLimits(), ChunkingSettings(), EmbeddingSettings(), IndexSettings()
+        settings = cls(
+            profile=read("INGEST_PROFILE", str, defaults.profile, choices=("embedded",)),
+            container=read("INGEST_CONTAINER", str, defaults.container),
+            inbox_dir=read("INGEST_INBOX_DIR", Path, defaults.inbox_dir),
+            data_dir=read("INGEST_DATA_DIR", Path, defaults.data_dir),
+            tiktoken_cache_dir=read("TIKTOKEN_CACHE_DIR", Path, defaults.tiktoken_cache_dir),
+            limits=ParseLimits(
+                max_file_bytes=read("INGEST_MAX_FILE_MB", _mebibytes, limits.max_file_bytes),
+                max_pages=read("INGEST_MAX_PAGES", _positive_int, limits.max_pages),
+                max_unzipped_bytes=read("INGEST_MAX_UNZIPPED_MB", _mebibytes, limits.max_unzipped_bytes),
+                max_text_chars=read("INGEST_MAX_TEXT_CHARS", _positive_int, limits.max_text_chars),
+                timeout_s=read("INGEST_PARSE_TIMEOUT_S", _positive_float, limits.timeout_s),
+                memory_mb=read("INGEST_PARSE_MEMORY_MB", _positive_int, limits.memory_mb),
+                isolation=read("INGEST_PARSE_ISOLATION", str, limits.isolation, choices=("process", "inline")),
+            ),
+            chunking=ChunkingSettings(
+                target_tokens=read("INGEST_CHUNK_TOKENS", _positive_int, chunking.target_tokens),
+                overlap_tokens=read("INGEST_CHUNK_OVERLAP_TOKENS", _natural_int, chunking.overlap_tokens),
+                encoding=read("INGEST_TOKENIZER", str, chunking.encoding, choices=("cl100k_base", "o200k_base")),
+            ),
+            embedding=EmbeddingSettings(
+                kind=read("INGEST_EMBEDDER", str, embedding.kind, choices=("hashing",)),
+                dimensions=read("INGEST_EMBED_DIMENSIONS", _positive_int, embedding.dimensions),
+                batch_inputs=read("INGEST_EMBED_BATCH_INPUTS", _positive_int, embedding.batch_inputs),
+                batch_tokens=read("INGEST_EMBED_BATCH_TOKENS", _positive_int, embedding.batch_tokens),
+            ),
+            index=IndexSettings(
+                batch_docs=read("INGEST_INDEX_BATCH_DOCS", _positive_int, index.batch_docs),
+                batch_bytes=read("INGEST_INDEX_BATCH_MB", _mebibytes, index.batch_bytes),
+            ),
+        )
+        if settings.chunking.overlap_tokens * 2 > settings.chunking.target_tokens:
+            raise SettingsError("INGEST_CHUNK_OVERLAP_TOKENS must be at most half of INGEST_CHUNK_TOKENS")
+        if settings.index.batch_docs > 1000:
+            raise SettingsError("INGEST_INDEX_BATCH_DOCS must be at most 1000 (the service limit)")
+        return settings
+
+    def as_dict(self) -> dict[str, Any]:
+        """A loggable view (no secrets live here yet)."""
+        return {f.name: str(getattr(self, f.name)) for f in fields(self)}
+
+
+class _Reader:
+    def __init__(self, env: Mapping[str, str]) -> None:
+        self._env = env
+
+    def __call__(
+        self, name: str, convert: Callable[[str], T], default: T, *, choices: tuple[str, ...] = ()
+    ) -> T:
+        raw = self._env.get(name)
+        if raw is None or raw == "":
+            return default
+        if choices and raw not in choices:
+            raise SettingsError(f"{name}={raw!r}: expected one of {', '.join(choices)}")
+        try:
+            return convert(raw)
+        except ValueError as error:
+            raise SettingsError(f"{name}={raw!r}: {error}") from None
+
+
+def _positive_int(raw: str) -> int:
+    value = int(raw)
+    if value <= 0:
+        raise ValueError("must be a positive integer")
+    return value
+
+
+def _natural_int(raw: str) -> int:
+    value = int(raw)
+    if value < 0:
+        raise ValueError("must not be negative")
+    return value
+
+
+def _positive_float(raw: str) -> float:
+    value = float(raw)
+    if value <= 0:
+        raise ValueError("must be positive")
+    return value
+
+
+def _mebibytes(raw: str) -> int:
+    return int(_positive_float(raw) * 1024 * 1024)

@@ -1,0 +1,23 @@
+"""Fixtures shared by every test layer."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from ingestion.tokens import Tokenizer
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def corpus_dir() -> Path:
+    """The real-world corpus: ``INGEST_CORPUS_DIR``, else ``../shared/corpus/public`` beside the repo."""
+    configured = os.environ.get("INGEST_CORPUS_DIR")
+    return Path(configured) if configured else REPO.parent / "shared" / "corpus" / "public"
+
+
+@pytest.fixture(scope="session")
+def tokenizer(tmp_path_factory: pytest.TempPathFactory) -> Tokenizer:
+    return Tokenizer("cl100k_base", tmp_path_factory.mktemp("tiktoken"))
