@@ -1,0 +1,59 @@
+"""What the HTTP endpoints and the CLI answer: search with citations, and document status."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from ingestion.model import Job, JobStatus
+from ingestion.ports import SearchFilter, SearchHit, SearchMode, SearchQuery
+from ingestion.services import Services
+
+
+def search(
+    services: Services,
+    text: str,
+    *,
+    top: int = 5,
+    mode: SearchMode = SearchMode.HYBRID,
+    search_filter: SearchFilter | None = None,
+) -> list[SearchHit]:
+    """The chunks that best answer ``text``; each hit carries path, page span and ordinal to cite."""
+    vector = None
+    if mode is not SearchMode.KEYWORD:
+        vector = services.embedder.embed([text]).vectors[0]
+    query = SearchQuery(text=text, vector=vector, mode=mode, top=top, filter=search_filter or SearchFilter())
+    return services.index.search(query)
+
+
+def citation(hit: SearchHit) -> str:
+    """``path, p. 3-4 (chunk 7)``: where a hit comes from, for a person."""
+    pages = ""
+    if hit.page_start is not None:
+        pages = f", p. {hit.page_start}" if hit.page_end in (None, hit.page_start) else f", pp. {hit.page_start}-{hit.page_end}"
+    return f"{hit.path}{pages} (chunk {hit.ordinal})"
+
+
+def all_jobs(services: Services, status: JobStatus | None = None) -> Iterator[Job]:
+    continuation: str | None = None
+    while True:
+        page = services.jobs.list(status, continuation=continuation)
+        yield from page.jobs
+        if page.continuation is None:
+            return
+        continuation = page.continuation
+
+
+def job_status(job: Job) -> dict[str, Any]:
+    """One document's state for "is my file in yet, and if not, why?"."""
+    error = job.last_error
+    return {
+        "doc_id": job.doc_id,
+        "path": job.path,
+        "status": job.status.value,
+        "reason": error.code if error and job.status is not JobStatus.INDEXED else None,
+        "message": error.message if error and job.status is not JobStatus.INDEXED else None,
+        "stage": error.stage if error and job.status is not JobStatus.INDEXED else None,
+        "chunks": job.chunk_count,
+        "updated_at": job.updated_at.isoformat(),
+    }

@@ -1,0 +1,100 @@
+"""What every stage shares: the request, checkpoint keys, and version-guarded job updates."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from ingestion.errors import ConcurrencyError, Superseded, TransientError
+from ingestion.model import PROGRESS, Job, JobStatus
+from ingestion.services import Services
+
+_UPDATE_ATTEMPTS = 20
+
+
+@dataclass(frozen=True)
+class StageRequest:
+    """Which document, at which blob version (ETag), a stage is asked to work on."""
+
+    doc_id: str
+    etag: str
+
+    def to_payload(self) -> dict[str, str]:
+        return {"doc_id": self.doc_id, "etag": self.etag}
+
+    @classmethod
+    def from_payload(cls, data: dict[str, Any]) -> StageRequest:
+        return cls(doc_id=str(data["doc_id"]), etag=str(data["etag"]))
+
+
+# ------------------------------------------------------------------ checkpoint keys
+# Keys are built from hashes only: blob names never reach the artifact store's paths.
+# Fetch output is per blob version (ETag); everything derived from the bytes is per content hash,
+# so a metadata-only change (new ETag, same bytes) reuses parse, chunk and embed work.
+
+
+def version_key(doc_id: str, version_key: str, name: str) -> str:
+    return f"{doc_id}/v-{version_key}/{name}"
+
+
+def content_key(doc_id: str, content_hash: str, name: str) -> str:
+    return f"{doc_id}/c-{content_hash[:32]}/{name}"
+
+
+def read_json(services: Services, key: str) -> Any:
+    data = services.artifacts.get(key)
+    return None if data is None else json.loads(data)
+
+
+def write_json(services: Services, key: str, value: Any) -> None:
+    services.artifacts.put(key, json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode())
+
+
+# ------------------------------------------------------------------ job updates
+
+
+def current_job(services: Services, request: StageRequest) -> Job:
+    """The job, if ``request`` is still its current version; else ``Superseded``."""
+    job = services.jobs.get(request.doc_id)
+    if job is None:
+        raise Superseded(f"{request.doc_id}: no job document (deleted?)")
+    if job.version.etag != request.etag:
+        raise Superseded(f"{request.doc_id}: version {request.etag} replaced by {job.version.etag}")
+    return job
+
+
+def update_job(services: Services, request: StageRequest, change: Callable[[Job], Job | None]) -> Job:
+    """Read-check-write: apply ``change`` to the current job and store it, retrying lost races.
+
+    ``change`` returns ``None`` to leave the job as it is. Every attempt re-checks the version, so
+    an older run never overwrites a newer one.
+    """
+    for _ in range(_UPDATE_ATTEMPTS):
+        job = current_job(services, request)
+        changed = change(job)
+        if changed is None:
+            return job
+        try:
+            return services.jobs.replace(changed)
+        except ConcurrencyError:
+            continue
+    raise TransientError(f"{request.doc_id}: job document kept changing under {_UPDATE_ATTEMPTS} updates")
+
+
+def advance(services: Services, request: StageRequest, status: JobStatus, note: str = "") -> Job:
+    """Move the job forward to ``status`` unless it is already there or further along.
+
+    A replayed or retried stage finds the job past it and leaves it alone. A job that is not in
+    progress (finished, waiting for review, deleted) is not this run's to move: ``Superseded``.
+    """
+
+    def change(job: Job) -> Job | None:
+        if not job.status.in_progress:
+            raise Superseded(f"{job.doc_id}: job is {job.status}, not in progress")
+        if PROGRESS.index(job.status) >= PROGRESS.index(status):
+            return None
+        return job.transition(status, services.clock(), note)
+
+    return update_job(services, request, change)
