@@ -30,7 +30,11 @@ def citation(hit: SearchHit) -> str:
     """``path, p. 3-4 (chunk 7)``: where a hit comes from, for a person."""
     pages = ""
     if hit.page_start is not None:
-        pages = f", p. {hit.page_start}" if hit.page_end in (None, hit.page_start) else f", pp. {hit.page_start}-{hit.page_end}"
+        pages = (
+            f", p. {hit.page_start}"
+            if hit.page_end in (None, hit.page_start)
+            else f", pp. {hit.page_start}-{hit.page_end}"
+        )
     return f"{hit.path}{pages} (chunk {hit.ordinal})"
 
 

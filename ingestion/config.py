@@ -119,9 +119,7 @@ class _Reader:
     def __init__(self, env: Mapping[str, str]) -> None:
         self._env = env
 
-    def __call__(
-        self, name: str, convert: Callable[[str], T], default: T, *, choices: tuple[str, ...] = ()
-    ) -> T:
+    def __call__(self, name: str, convert: Callable[[str], T], default: T, *, choices: tuple[str, ...] = ()) -> T:
         raw = self._env.get(name)
         if raw is None or raw == "":
             return default

@@ -312,7 +312,13 @@ class ErrorInfo:
     at: datetime
 
     def to_payload(self) -> dict[str, Any]:
-        return {"stage": self.stage, "kind": self.kind, "code": self.code, "message": self.message, "at": to_iso(self.at)}
+        return {
+            "stage": self.stage,
+            "kind": self.kind,
+            "code": self.code,
+            "message": self.message,
+            "at": to_iso(self.at),
+        }
 
     @classmethod
     def from_payload(cls, data: Mapping[str, Any]) -> ErrorInfo:

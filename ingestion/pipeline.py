@@ -49,7 +49,7 @@ class RetryPolicy:
 
     def delay(self, attempt: int, retry_after: float | None) -> float:
         backoff = min(self.max_delay_s, self.first_delay_s * 2 ** (attempt - 1))
-        return max(backoff, retry_after or 0.0)
+        return float(max(backoff, retry_after or 0.0))
 
 
 def run_document(services: Services, request: StageRequest, policy: RetryPolicy | None = None) -> Job | None:
@@ -93,9 +93,15 @@ def _run_stage(
             delay = policy.delay(attempt, error.retry_after)
             log.warning("%s %s: transient (%s), retry %d in %.1fs", request.doc_id, name, error.message, attempt, delay)
             services.sleep(delay)
-        except Exception as error:  # noqa: BLE001 - a bug must not lose the file: it waits in retry_later
+        except Exception as error:
             log.exception("%s %s: unexpected error", request.doc_id, name)
-            _give_up(services, request, name, TransientError(f"unexpected {type(error).__name__}: {error}", code="unexpected"), policy)
+            _give_up(
+                services,
+                request,
+                name,
+                TransientError(f"unexpected {type(error).__name__}: {error}", code="unexpected"),
+                policy,
+            )
             return None
     return None
 

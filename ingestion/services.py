@@ -28,6 +28,11 @@ class Services:
     tokenizer: Tokenizer
     clock: Callable[[], datetime] = field(default=utc_now)
     sleep: Callable[[float], None] = field(default=time.sleep)
+    closers: tuple[Callable[[], None], ...] = ()  # what ``close`` releases (connections, files)
+
+    def close(self) -> None:
+        for close in self.closers:
+            close()
 
     @property
     def chunker(self) -> Chunker:

@@ -63,7 +63,9 @@ def unpack_vectors(data: dict[str, Any] | None, embedder: Embedder) -> dict[str,
     return {key: tuple(float(x) for x in row) for key, row in zip(data["keys"], matrix.tolist(), strict=True)}
 
 
-def plan_batches(items: Sequence[tuple[str, Chunk]], max_inputs: int, max_tokens: int) -> Iterable[list[tuple[str, Chunk]]]:
+def plan_batches(
+    items: Sequence[tuple[str, Chunk]], max_inputs: int, max_tokens: int
+) -> Iterable[list[tuple[str, Chunk]]]:
     """Consecutive runs of ``items`` with at most ``max_inputs`` inputs and ``max_tokens`` tokens."""
     batch: list[tuple[str, Chunk]] = []
     tokens = 0
@@ -93,7 +95,9 @@ def embed_chunks(services: Services, request: StageRequest) -> EmbedResult:
     keys = [embed_key(embedder, chunk.text) for chunk in chunks]
     known: dict[str, tuple[float, ...]] = {}
     if job.indexed_hash and job.indexed_hash != content_hash:
-        known.update(unpack_vectors(read_json(services, content_key(job.doc_id, job.indexed_hash, "vectors.json")), embedder))
+        known.update(
+            unpack_vectors(read_json(services, content_key(job.doc_id, job.indexed_hash, "vectors.json")), embedder)
+        )
     parts_prefix = content_key(job.doc_id, content_hash, "embed-parts/")
     for part in services.artifacts.list(parts_prefix):
         known.update(unpack_vectors(read_json(services, part), embedder))

@@ -53,9 +53,7 @@ class _Digest:
         for block in self._source:
             self.size += len(block)
             if self.size > self._limit:
-                raise PermanentError(
-                    ReasonCode.TOO_LARGE, f"{self._path}: larger than the {self._limit:,}-byte limit"
-                )
+                raise PermanentError(ReasonCode.TOO_LARGE, f"{self._path}: larger than the {self._limit:,}-byte limit")
             if len(self.head) < _HEAD_BYTES:
                 self.head += block[: _HEAD_BYTES - len(self.head)]
             self.sha256.update(block)

@@ -66,9 +66,16 @@ def record_failure(
             raise TypeError(f"not a stage error: {error!r}")
         info = ErrorInfo(stage, error.kind, error.code, error.message, now)
         if retry_at is None:
-            return job.transition(job.status, now, f"{stage}: transient, retrying", last_error=info, attempts=job.attempts + 1)
+            return job.transition(
+                job.status, now, f"{stage}: transient, retrying", last_error=info, attempts=job.attempts + 1
+            )
         return job.transition(
-            JobStatus.RETRY_LATER, now, f"{stage}: retries exhausted", last_error=info, attempts=job.attempts + 1, retry_at=retry_at
+            JobStatus.RETRY_LATER,
+            now,
+            f"{stage}: retries exhausted",
+            last_error=info,
+            attempts=job.attempts + 1,
+            retry_at=retry_at,
         )
 
     try:

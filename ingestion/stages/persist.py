@@ -44,7 +44,12 @@ class PersistResult:
 
 def estimated_bytes(record: IndexRecord) -> int:
     """An upper bound on the record's JSON size (vectors as decimal text take ~20 bytes a float)."""
-    return len(record.chunk.text.encode()) * 2 + len(record.vector) * 20 + len(record.path.encode()) + _RECORD_OVERHEAD_BYTES
+    return (
+        len(record.chunk.text.encode()) * 2
+        + len(record.vector) * 20
+        + len(record.path.encode())
+        + _RECORD_OVERHEAD_BYTES
+    )
 
 
 def batches(records: Sequence[IndexRecord], max_docs: int, max_bytes: int) -> Iterator[list[IndexRecord]]:
@@ -134,4 +139,6 @@ def _require_success(results: list[IndexResult], operation: str) -> None:
     failed = [result for result in results if not result.succeeded]
     if failed:
         first = failed[0]
-        raise TransientError(f"index {operation} failed for {len(failed)} id(s); first {first.key}: {first.status_code}")
+        raise TransientError(
+            f"index {operation} failed for {len(failed)} id(s); first {first.key}: {first.status_code}"
+        )

@@ -12,7 +12,13 @@ from ingestion.adapters.local_embedder import HashingEmbedder
 from ingestion.config import ParseLimits, Settings
 from ingestion.services import Services
 from ingestion.tokens import Tokenizer
-from tests.fakes import CountingEmbedder, InMemoryArtifactStore, InMemoryBlobSource, InMemoryJobStore, InMemorySearchIndex
+from tests.fakes import (
+    CountingEmbedder,
+    InMemoryArtifactStore,
+    InMemoryBlobSource,
+    InMemoryJobStore,
+    InMemorySearchIndex,
+)
 
 
 class FakeClock:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import random
 
 import pytest
@@ -10,7 +11,23 @@ from ingestion.chunking import Chunker
 from ingestion.model import Block, Page, ParsedDocument
 from ingestion.tokens import Tokenizer
 
-WORDS = "alpha beta gamma delta epsilon zeta eta theta iota kappa lambda river mountain cloud paper".split()
+WORDS = [
+    "alpha",
+    "beta",
+    "gamma",
+    "delta",
+    "epsilon",
+    "zeta",
+    "eta",
+    "theta",
+    "iota",
+    "kappa",
+    "lambda",
+    "river",
+    "mountain",
+    "cloud",
+    "paper",
+]
 
 
 def paragraphs(count: int, seed: int = 7) -> list[str]:
@@ -49,7 +66,13 @@ def test_long_paragraphs_and_unspaced_text_are_split(tokenizer: Tokenizer) -> No
 
 def test_headings_start_chunks_and_are_recorded(tokenizer: Tokenizer) -> None:
     """A heading begins a new chunk, and chunks carry their heading path."""
-    blocks = [Block("Guide", 1), Block("Intro text. " * 5), Block("Setup", 2), Block("Install it. " * 5), Block("Usage", 2)]
+    blocks = [
+        Block("Guide", 1),
+        Block("Intro text. " * 5),
+        Block("Setup", 2),
+        Block("Install it. " * 5),
+        Block("Usage", 2),
+    ]
     blocks.append(Block("Run it. " * 5))
     chunks = Chunker(tokenizer, target_tokens=512, overlap_tokens=0).chunk(
         ParsedDocument("text/markdown", (Page(None, tuple(blocks)),)), "d", "v"
@@ -61,10 +84,12 @@ def test_headings_start_chunks_and_are_recorded(tokenizer: Tokenizer) -> None:
 def test_page_spans_follow_the_units(tokenizer: Tokenizer) -> None:
     """Each chunk records the first and last page its text came from."""
     pages = tuple(Page(n, (Block(p),)) for n, p in enumerate(paragraphs(60), start=1))
-    chunks = Chunker(tokenizer, target_tokens=200, overlap_tokens=0).chunk(ParsedDocument("application/pdf", pages), "d", "v")
+    chunks = Chunker(tokenizer, target_tokens=200, overlap_tokens=0).chunk(
+        ParsedDocument("application/pdf", pages), "d", "v"
+    )
     assert chunks[0].page_start == 1
     assert chunks[-1].page_end == 60
-    for before, after in zip(chunks, chunks[1:], strict=False):
+    for before, after in itertools.pairwise(chunks):
         assert before.page_end is not None and after.page_start is not None
         assert before.page_start is not None and before.page_start <= before.page_end <= after.page_start
 
@@ -72,7 +97,9 @@ def test_page_spans_follow_the_units(tokenizer: Tokenizer) -> None:
 def test_overlap_repeats_the_previous_chunks_last_sentences(tokenizer: Tokenizer) -> None:
     """With overlap, a chunk starts with whole sentences from the end of the previous one."""
     chunks = Chunker(tokenizer, target_tokens=150, overlap_tokens=40).chunk(doc_of(paragraphs(80)), "d", "v")
-    carried = [c for c in chunks[1:] if c.text.split("\n\n")[0] and c.text.split("\n\n")[0] in chunks[c.ordinal - 1].text]
+    carried = [
+        c for c in chunks[1:] if c.text.split("\n\n")[0] and c.text.split("\n\n")[0] in chunks[c.ordinal - 1].text
+    ]
     assert len(carried) >= len(chunks) // 2
 
 

@@ -34,7 +34,12 @@ def test_settings_defaults_run_embedded() -> None:
 def test_settings_read_variables() -> None:
     """Variables override defaults, with units converted."""
     settings = Settings.from_env(
-        {"INGEST_DATA_DIR": "/tmp/x", "INGEST_MAX_FILE_MB": "1.5", "INGEST_CHUNK_TOKENS": "256", "INGEST_PARSE_ISOLATION": "inline"}
+        {
+            "INGEST_DATA_DIR": "/tmp/x",
+            "INGEST_MAX_FILE_MB": "1.5",
+            "INGEST_CHUNK_TOKENS": "256",
+            "INGEST_PARSE_ISOLATION": "inline",
+        }
     )
     assert settings.data_dir == Path("/tmp/x")
     assert settings.limits.max_file_bytes == 1572864

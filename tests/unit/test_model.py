@@ -27,8 +27,28 @@ S = JobStatus
 
 # The state machine written out by hand: the test fails if model.TRANSITIONS drifts from it.
 EXPECTED = {
-    S.QUEUED: {S.FETCHING, S.PARSING, S.CHUNKING, S.EMBEDDING, S.INDEXING, S.SKIPPED, S.NEEDS_REVIEW, S.RETRY_LATER, S.DELETED},
-    S.FETCHING: {S.PARSING, S.CHUNKING, S.EMBEDDING, S.INDEXING, S.SKIPPED, S.NEEDS_REVIEW, S.RETRY_LATER, S.QUEUED, S.DELETED},
+    S.QUEUED: {
+        S.FETCHING,
+        S.PARSING,
+        S.CHUNKING,
+        S.EMBEDDING,
+        S.INDEXING,
+        S.SKIPPED,
+        S.NEEDS_REVIEW,
+        S.RETRY_LATER,
+        S.DELETED,
+    },
+    S.FETCHING: {
+        S.PARSING,
+        S.CHUNKING,
+        S.EMBEDDING,
+        S.INDEXING,
+        S.SKIPPED,
+        S.NEEDS_REVIEW,
+        S.RETRY_LATER,
+        S.QUEUED,
+        S.DELETED,
+    },
     S.PARSING: {S.CHUNKING, S.EMBEDDING, S.INDEXING, S.SKIPPED, S.NEEDS_REVIEW, S.RETRY_LATER, S.QUEUED, S.DELETED},
     S.CHUNKING: {S.EMBEDDING, S.INDEXING, S.SKIPPED, S.NEEDS_REVIEW, S.RETRY_LATER, S.QUEUED, S.DELETED},
     S.EMBEDDING: {S.INDEXING, S.SKIPPED, S.NEEDS_REVIEW, S.RETRY_LATER, S.QUEUED, S.DELETED},
@@ -106,7 +126,9 @@ def test_doc_id_is_a_stable_hash_of_container_and_path() -> None:
 def test_newer_version_uses_sequencer_then_last_modified() -> None:
     """Sequencers decide when both have one; otherwise last_modified; the same ETag is never newer."""
     old = DocumentVersion('"a"', 1, T0, sequencer="0000000000000000000000000000100000000000000000aa")
-    new = DocumentVersion('"b"', 1, T0 - timedelta(hours=1), sequencer="0000000000000000000000000000200000000000000000aa")
+    new = DocumentVersion(
+        '"b"', 1, T0 - timedelta(hours=1), sequencer="0000000000000000000000000000200000000000000000aa"
+    )
     assert new.is_newer_than(old)
     assert not old.is_newer_than(new)
     later = DocumentVersion('"c"', 1, T0 + timedelta(seconds=1))
@@ -126,9 +148,7 @@ def test_chunk_id_depends_on_doc_ordinal_and_text_only() -> None:
 def test_payload_round_trips() -> None:
     """Jobs, parsed documents and chunks survive to_payload/from_payload unchanged."""
     job = make_job().transition(S.FETCHING, T0, "go")
-    job = job.transition(
-        S.NEEDS_REVIEW, T0, "bad", last_error=ErrorInfo("parse", "permanent", "corrupt", "broken", T0)
-    )
+    job = job.transition(S.NEEDS_REVIEW, T0, "bad", last_error=ErrorInfo("parse", "permanent", "corrupt", "broken", T0))
     assert Job.from_payload(job.to_payload(), etag="x") == job.__class__(**{**job.__dict__, "etag": "x"})
     doc = ParsedDocument("text/html", (Page(1, (Block("Title", 1), Block("body"))), Page(None, ())), "T")
     assert ParsedDocument.from_payload(doc.to_payload()) == doc

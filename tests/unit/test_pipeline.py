@@ -16,13 +16,16 @@ from ingestion.stages import StageRequest, chunk_document, embed_chunks, fetch_b
 from tests.fakes import CountingEmbedder, InMemoryBlobSource, InMemorySearchIndex
 from tests.unit.conftest import FakeClock
 
-WORDS = "harbour lantern meadow copper violin glacier orchard thunder saffron pebble canyon ember".split()
+WORDS = ("harbour", "lantern", "meadow", "copper", "violin", "glacier", "orchard", "thunder", "saffron", "pebble")
 
 
 def long_text(paragraph_count: int, seed: int = 3) -> list[str]:
     rng = random.Random(seed)
     return [
-        " ".join(" ".join(rng.choice(WORDS) for _ in range(rng.randint(6, 16))).capitalize() + "." for _ in range(rng.randint(2, 5)))
+        " ".join(
+            " ".join(rng.choice(WORDS) for _ in range(rng.randint(6, 16))).capitalize() + "."
+            for _ in range(rng.randint(2, 5))
+        )
         for _ in range(paragraph_count)
     ]
 
@@ -77,7 +80,11 @@ def test_stages_are_checkpointed_and_rerunning_them_does_no_work(services: Servi
     request = upload(services, "a.md", "\n\n".join(long_text(40)).encode())
     for stage in (fetch_blob, parse_document, chunk_document, embed_chunks, persist_chunks):
         stage(services, request)
-    reads, calls, ids = len(blobs(services).reads), embedder(services).calls, sorted(services.index.ids_for_doc(request.doc_id))
+    reads, calls, ids = (
+        len(blobs(services).reads),
+        embedder(services).calls,
+        sorted(services.index.ids_for_doc(request.doc_id)),
+    )
     for stage in (fetch_blob, parse_document, chunk_document, embed_chunks, persist_chunks):
         stage(services, request)
     assert (len(blobs(services).reads), embedder(services).calls) == (reads, calls)
@@ -179,7 +186,9 @@ def test_index_batches_respect_the_document_limit(services: Services) -> None:
 
 def test_an_interrupted_embed_resumes_without_paying_twice(services: Services) -> None:
     """Batches finished before a crash are kept: the rerun embeds only what was left."""
-    settings = dataclasses.replace(services.settings, embedding=dataclasses.replace(services.settings.embedding, batch_inputs=8))
+    settings = dataclasses.replace(
+        services.settings, embedding=dataclasses.replace(services.settings.embedding, batch_inputs=8)
+    )
     services = dataclasses.replace(services, settings=settings)
     request = upload(services, "long.txt", "\n\n".join(long_text(300)).encode())
     for stage in (fetch_blob, parse_document, chunk_document):
@@ -249,7 +258,10 @@ def test_a_vanished_blob_needs_review_as_not_found(services: Services) -> None:
     blobs(services).delete("gone.txt")
     run_document(services, request)
     job = services.jobs.get(request.doc_id)
-    assert job is not None and (job.status, job.last_error and job.last_error.code) == (JobStatus.NEEDS_REVIEW, "not_found")
+    assert job is not None and (job.status, job.last_error and job.last_error.code) == (
+        JobStatus.NEEDS_REVIEW,
+        "not_found",
+    )
 
 
 def test_permanent_errors_are_not_retried(services: Services, clock: FakeClock) -> None:

@@ -1,0 +1,5 @@
+"""Entry point for ``python -m ingestion``."""
+
+from ingestion.cli import main
+
+raise SystemExit(main())

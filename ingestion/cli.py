@@ -1,0 +1,106 @@
+"""``python -m ingestion``: ingest a folder, search it, and ask what happened to each file."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import sys
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+
+from ingestion.api import all_jobs, citation, job_status, search
+from ingestion.bootstrap import build_services
+from ingestion.bulk import ingest_all
+from ingestion.config import Settings, SettingsError
+from ingestion.model import Job
+from ingestion.ports import SearchMode
+from ingestion.services import Services
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m ingestion", description=__doc__)
+    parser.add_argument("--data-dir", type=Path, help="where jobs, artifacts and the index live (INGEST_DATA_DIR)")
+    commands = parser.add_subparsers(dest="command", required=True)
+    ingest = commands.add_parser("ingest", help="ingest every file of a folder and wait until each is terminal")
+    ingest.add_argument("folder", type=Path)
+    ingest.add_argument("--workers", type=int, default=2)
+    ingest.add_argument("--json", action="store_true", help="one JSON record per document")
+    find = commands.add_parser("search", help="hybrid search over the ingested chunks")
+    find.add_argument("query")
+    find.add_argument("--top", type=int, default=5)
+    find.add_argument("--mode", choices=[m.value for m in SearchMode], default=SearchMode.HYBRID.value)
+    find.add_argument("--json", action="store_true")
+    status = commands.add_parser("status", help="every document's state and, when not indexed, why")
+    status.add_argument("--json", action="store_true")
+    args = parser.parse_args(argv)
+
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        settings = Settings.from_env()
+    except SettingsError as error:
+        parser.error(str(error))
+    if args.data_dir:
+        settings = dataclasses.replace(settings, data_dir=args.data_dir)
+    if args.command == "ingest":
+        if not args.folder.is_dir():
+            parser.error(f"{args.folder} is not a folder")
+        settings = dataclasses.replace(settings, inbox_dir=args.folder)
+    services = build_services(settings)
+    try:
+        if args.command == "ingest":
+            return _ingest(services, args.workers, as_json=args.json)
+        if args.command == "search":
+            return _search(services, args.query, args.top, SearchMode(args.mode), as_json=args.json)
+        return _status(services, as_json=args.json)
+    finally:
+        services.close()
+
+
+def _ingest(services: Services, workers: int, *, as_json: bool) -> int:
+    def progress(done: int, total: int, job: Job | None) -> None:
+        label = f"{job.path} -> {job.status}" if job else "superseded"
+        bar = "#" * (30 * done // max(total, 1))
+        print(f"\r[{bar:<30}] {done}/{total} {label[:60]:<60}", end="", file=sys.stderr, flush=True)
+
+    jobs = ingest_all(services, workers=workers, progress=None if as_json else progress)
+    if not as_json:
+        print(file=sys.stderr)
+    _print_jobs(jobs, as_json=as_json)
+    return 0
+
+
+def _search(services: Services, query: str, top: int, mode: SearchMode, *, as_json: bool) -> int:
+    hits = search(services, query, top=top, mode=mode)
+    if as_json:
+        for hit in hits:
+            print(json.dumps({**dataclasses.asdict(hit), "citation": citation(hit)}, ensure_ascii=False))
+        return 0
+    if not hits:
+        print("no results")
+    for rank, hit in enumerate(hits, 1):
+        snippet = " ".join(hit.content.split())[:240]
+        print(f"{rank}. {citation(hit)}  score={hit.score:.4f}\n   {snippet}\n")
+    return 0
+
+
+def _status(services: Services, *, as_json: bool) -> int:
+    _print_jobs(list(all_jobs(services)), as_json=as_json)
+    return 0
+
+
+def _print_jobs(jobs: list[Job], *, as_json: bool) -> None:
+    records = sorted((job_status(job) for job in jobs), key=lambda r: r["path"])
+    if as_json:
+        for record in records:
+            print(json.dumps(record, ensure_ascii=False))
+        return
+    for record in records:
+        reason = f"  {record['reason']}: {record['message']}" if record["reason"] else ""
+        print(f"{record['status']:<13} {record['chunks']:>5} chunks  {record['path']}{reason}")
+    totals = Counter(record["status"] for record in records)
+    print(
+        "\n" + ", ".join(f"{count} {status}" for status, count in sorted(totals.items())) + f" ({len(records)} files)"
+    )
