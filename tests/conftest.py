@@ -21,3 +21,14 @@ def corpus_dir() -> Path:
 @pytest.fixture(scope="session")
 def tokenizer(tmp_path_factory: pytest.TempPathFactory) -> Tokenizer:
     return Tokenizer("cl100k_base", tmp_path_factory.mktemp("tiktoken"))
+
+
+@pytest.fixture(scope="session")
+def corpus() -> Path:
+    """The corpus folder; skipped locally when it is missing, but a failure under ``CI=true``."""
+    folder = corpus_dir()
+    if not folder.is_dir():
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"corpus folder {folder} is missing under CI")
+        pytest.skip(f"corpus folder {folder} is missing")
+    return folder

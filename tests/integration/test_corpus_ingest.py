@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import os
 from pathlib import Path
 
 import pytest
@@ -14,18 +13,7 @@ from ingestion.config import ParseLimits, Settings
 from ingestion.model import JobStatus, normalize_text
 from ingestion.services import Services
 from ingestion.stages.chunk import load_chunks
-from tests.conftest import corpus_dir
 from tests.corpus_expectations import EXPECTED
-
-
-@pytest.fixture(scope="module")
-def corpus() -> Path:
-    folder = corpus_dir()
-    if not folder.is_dir():
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"corpus folder {folder} is missing under CI")
-        pytest.skip(f"corpus folder {folder} is missing")
-    return folder
 
 
 @pytest.mark.corpus
