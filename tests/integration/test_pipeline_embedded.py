@@ -134,7 +134,9 @@ def test_hostile_blob_names_are_ingested_without_touching_anything_outside_the_d
     assert all(all(ch.isalnum() or ch in "-_.=" for part in parts for ch in part) for parts in artifact_names)
 
 
-def test_a_killed_parse_child_ends_its_file_and_the_next_file_proceeds(corpus: Path, tmp_path: Path, tokenizer: Tokenizer) -> None:
+def test_a_killed_parse_child_ends_its_file_and_the_next_proceeds(
+    corpus: Path, tmp_path: Path, tokenizer: Tokenizer
+) -> None:
     """A parse past its time limit is killed, the file ends parse_timeout, and the next parse works."""
     inbox = FolderBlobSource(tmp_path / "inbox")
     # Given a 619-page PDF (about a second to parse here) and a limit far below that
