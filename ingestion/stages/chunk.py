@@ -39,7 +39,7 @@ def chunk_document(services: Services, request: StageRequest) -> ChunkResult:
         raise TransientError(f"{job.doc_id}: chunk ran before parse finished (no parsed artifact)")
     chunks = services.chunker.chunk(ParsedDocument.from_payload(parsed), job.doc_id, content_hash)
     if not chunks:
-        raise PermanentError(ReasonCode.EMPTY, f"{job.path}: no text to index after parsing")
+        raise PermanentError(ReasonCode.EMPTY, "no text to index after parsing")
     chunks_key = content_key(job.doc_id, content_hash, "chunks.json")
     write_json(services, chunks_key, [chunk.to_payload() for chunk in chunks])
     result = ChunkResult(chunks_key=chunks_key, chunks=len(chunks), tokens=sum(c.token_count for c in chunks))

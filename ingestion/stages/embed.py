@@ -108,7 +108,7 @@ def embed_chunks(services: Services, request: StageRequest) -> EmbedResult:
             if chunk.token_count > embedder.max_input_tokens:
                 raise PermanentError(
                     ReasonCode.EMBED_REJECTED,
-                    f"{job.path}: chunk {chunk.ordinal} has {chunk.token_count} tokens, over the model's "
+                    f"chunk {chunk.ordinal} has {chunk.token_count} tokens, over the model's "
                     f"{embedder.max_input_tokens}",
                 )
             missing[key] = chunk

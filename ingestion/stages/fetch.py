@@ -41,10 +41,9 @@ class FetchResult:
 class _Digest:
     """Counts, hashes and keeps the head of a byte stream while it passes through."""
 
-    def __init__(self, source: Iterator[bytes], limit: int, path: str) -> None:
+    def __init__(self, source: Iterator[bytes], limit: int) -> None:
         self._source = source
         self._limit = limit
-        self._path = path
         self.sha256 = hashlib.sha256()
         self.size = 0
         self.head = b""
@@ -53,7 +52,7 @@ class _Digest:
         for block in self._source:
             self.size += len(block)
             if self.size > self._limit:
-                raise PermanentError(ReasonCode.TOO_LARGE, f"{self._path}: larger than the {self._limit:,}-byte limit")
+                raise PermanentError(ReasonCode.TOO_LARGE, f"larger than the limit of {self._limit:,} bytes")
             if len(self.head) < _HEAD_BYTES:
                 self.head += block[: _HEAD_BYTES - len(self.head)]
             self.sha256.update(block)
@@ -69,12 +68,12 @@ def fetch_blob(services: Services, request: StageRequest) -> FetchResult:
     else:
         limit = services.settings.limits.max_file_bytes
         if job.version.size > limit:
-            raise PermanentError(ReasonCode.TOO_LARGE, f"{job.path}: {job.version.size:,} bytes, limit {limit:,}")
+            raise PermanentError(ReasonCode.TOO_LARGE, f"{job.version.size:,} bytes, over the limit of {limit:,} bytes")
         source_key = version_key(job.doc_id, job.version.key, "source")
-        digest = _Digest(services.blobs.read(job.path, job.version.etag), limit, job.path)
+        digest = _Digest(services.blobs.read(job.path, job.version.etag), limit)
         services.artifacts.put_stream(source_key, digest)
         if digest.size == 0:
-            raise PermanentError(ReasonCode.EMPTY, f"{job.path}: the file is empty (0 bytes)")
+            raise PermanentError(ReasonCode.EMPTY, "the file is empty (0 bytes)")
         content_hash = digest.sha256.hexdigest()
         result = FetchResult(
             source_key=source_key,
