@@ -8,7 +8,7 @@ from typing import Any
 from ingestion.errors import PermanentError, ReasonCode, TransientError
 from ingestion.model import Chunk, JobStatus, ParsedDocument
 from ingestion.services import Services
-from ingestion.stages.common import StageRequest, advance, content_key, read_json, write_json
+from ingestion.stages.common import StageRequest, advance, content_key, read_json, require_content_hash, write_json
 
 
 @dataclass(frozen=True)
@@ -28,9 +28,7 @@ class ChunkResult:
 def chunk_document(services: Services, request: StageRequest) -> ChunkResult:
     """Chunk ``parsed.json`` into ``<doc>/c-<hash>/chunks.json``; no-op when already done."""
     job = advance(services, request, JobStatus.CHUNKING)
-    content_hash = job.version.content_hash
-    if content_hash is None:
-        raise TransientError(f"{job.doc_id}: chunk ran before fetch recorded the content hash")
+    content_hash = require_content_hash(job, "chunk")
     checkpoint = content_key(job.doc_id, content_hash, "chunk.json")
     if (done := read_json(services, checkpoint)) is not None:
         return ChunkResult.from_payload(done)

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from ingestion.errors import ConcurrencyError, Superseded, TransientError
 from ingestion.model import PROGRESS, Job, JobStatus
 from ingestion.services import Services
 
+T = TypeVar("T")
 _UPDATE_ATTEMPTS = 20
 
 
@@ -50,6 +51,31 @@ def read_json(services: Services, key: str) -> Any:
 
 def write_json(services: Services, key: str, value: Any) -> None:
     services.artifacts.put(key, json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode())
+
+
+def bounded_batches(items: Iterable[T], max_items: int, max_cost: int, cost: Callable[[T], int]) -> Iterator[list[T]]:
+    """Consecutive runs of ``items`` with at most ``max_items`` items and ``max_cost`` summed cost.
+
+    An item costlier than ``max_cost`` on its own still goes, alone: refusing it is the caller's call.
+    """
+    batch: list[T] = []
+    total = 0
+    for item in items:
+        price = cost(item)
+        if batch and (len(batch) >= max_items or total + price > max_cost):
+            yield batch
+            batch, total = [], 0
+        batch.append(item)
+        total += price
+    if batch:
+        yield batch
+
+
+def require_content_hash(job: Job, stage: str) -> str:
+    """The content hash fetch recorded; a stage that runs before it is out of order (transient)."""
+    if job.version.content_hash is None:
+        raise TransientError(f"{job.doc_id}: {stage} ran before fetch recorded the content hash")
+    return job.version.content_hash
 
 
 # ------------------------------------------------------------------ job updates

@@ -10,7 +10,7 @@ is saved as it completes, so a crash mid-document resumes without paying for a b
 from __future__ import annotations
 
 import base64
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,7 +21,15 @@ from ingestion.model import Chunk, JobStatus, normalize_text, stable_hash
 from ingestion.ports import Embedder
 from ingestion.services import Services
 from ingestion.stages.chunk import load_chunks
-from ingestion.stages.common import StageRequest, advance, content_key, read_json, write_json
+from ingestion.stages.common import (
+    StageRequest,
+    advance,
+    bounded_batches,
+    content_key,
+    read_json,
+    require_content_hash,
+    write_json,
+)
 
 
 @dataclass(frozen=True)
@@ -63,29 +71,10 @@ def unpack_vectors(data: dict[str, Any] | None, embedder: Embedder) -> dict[str,
     return {key: tuple(float(x) for x in row) for key, row in zip(data["keys"], matrix.tolist(), strict=True)}
 
 
-def plan_batches(
-    items: Sequence[tuple[str, Chunk]], max_inputs: int, max_tokens: int
-) -> Iterable[list[tuple[str, Chunk]]]:
-    """Consecutive runs of ``items`` with at most ``max_inputs`` inputs and ``max_tokens`` tokens."""
-    batch: list[tuple[str, Chunk]] = []
-    tokens = 0
-    for item in items:
-        cost = item[1].token_count
-        if batch and (len(batch) >= max_inputs or tokens + cost > max_tokens):
-            yield batch
-            batch, tokens = [], 0
-        batch.append(item)
-        tokens += cost
-    if batch:
-        yield batch
-
-
 def embed_chunks(services: Services, request: StageRequest) -> EmbedResult:
     """Write ``<doc>/c-<hash>/vectors.json`` (one vector per chunk); no-op when already done."""
     job = advance(services, request, JobStatus.EMBEDDING)
-    content_hash = job.version.content_hash
-    if content_hash is None:
-        raise TransientError(f"{job.doc_id}: embed ran before fetch recorded the content hash")
+    content_hash = require_content_hash(job, "embed")
     checkpoint = content_key(job.doc_id, content_hash, "embed.json")
     if (done := read_json(services, checkpoint)) is not None:
         return EmbedResult.from_payload(done)
@@ -117,7 +106,7 @@ def embed_chunks(services: Services, request: StageRequest) -> EmbedResult:
     max_inputs = min(embedder.max_batch_inputs, settings.batch_inputs)
     max_tokens = min(embedder.max_batch_tokens, settings.batch_tokens)
     calls = tokens = 0
-    for batch in plan_batches(list(missing.items()), max_inputs, max_tokens):
+    for batch in bounded_batches(missing.items(), max_inputs, max_tokens, cost=lambda item: item[1].token_count):
         result = embedder.embed([chunk.text for _, chunk in batch])
         if len(result.vectors) != len(batch):
             raise TransientError(f"embedder returned {len(result.vectors)} vectors for {len(batch)} inputs")

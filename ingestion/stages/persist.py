@@ -8,7 +8,6 @@ checked: the SDK reports a partial failure as success of the request.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,7 +16,15 @@ from ingestion.model import IndexRecord, JobStatus, chunk_ids_digest
 from ingestion.ports import IndexResult
 from ingestion.services import Services
 from ingestion.stages.chunk import load_chunks
-from ingestion.stages.common import StageRequest, advance, content_key, current_job, read_json
+from ingestion.stages.common import (
+    StageRequest,
+    advance,
+    bounded_batches,
+    content_key,
+    current_job,
+    read_json,
+    require_content_hash,
+)
 from ingestion.stages.embed import load_vectors
 
 # Azure AI Search: 409 (version conflict), 422 (index temporarily unavailable), 503 (busy) are worth
@@ -52,26 +59,10 @@ def estimated_bytes(record: IndexRecord) -> int:
     )
 
 
-def batches(records: Sequence[IndexRecord], max_docs: int, max_bytes: int) -> Iterator[list[IndexRecord]]:
-    batch: list[IndexRecord] = []
-    size = 0
-    for record in records:
-        cost = estimated_bytes(record)
-        if batch and (len(batch) >= max_docs or size + cost > max_bytes):
-            yield batch
-            batch, size = [], 0
-        batch.append(record)
-        size += cost
-    if batch:
-        yield batch
-
-
 def persist_chunks(services: Services, request: StageRequest) -> PersistResult:
     """Make the index hold exactly this version's chunks for the document."""
     job = advance(services, request, JobStatus.INDEXING)
-    content_hash = job.version.content_hash
-    if content_hash is None:
-        raise TransientError(f"{job.doc_id}: persist ran before fetch recorded the content hash")
+    content_hash = require_content_hash(job, "persist")
     parsed = read_json(services, content_key(job.doc_id, content_hash, "parse.json")) or {}
     chunks = load_chunks(services, job.doc_id, content_hash)
     vectors = load_vectors(services, job.doc_id, content_hash)
@@ -90,7 +81,7 @@ def persist_chunks(services: Services, request: StageRequest) -> PersistResult:
         for chunk, vector in zip(chunks, vectors, strict=True)
     ]
     limits = services.settings.index
-    for batch in batches(records, limits.batch_docs, limits.batch_bytes):
+    for batch in bounded_batches(records, limits.batch_docs, limits.batch_bytes, cost=estimated_bytes):
         current_job(services, request)  # refuse to write for a version that has moved on
         _upsert_checked(services, batch)
 

@@ -1,9 +1,8 @@
-"""Fixtures for the parser tests: the corpus folder, inline limits, and a shortcut to ``extract``."""
+"""Fixtures for the parser tests: inline limits and a shortcut to ``extract`` (``corpus`` is shared)."""
 
 from __future__ import annotations
 
 import dataclasses
-import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -13,18 +12,6 @@ from ingestion.config import ParseLimits
 from ingestion.errors import PermanentError, ReasonCode
 from ingestion.model import ParsedDocument
 from ingestion.parsers import extract
-from tests.conftest import corpus_dir
-
-
-@pytest.fixture(scope="session")
-def corpus() -> Path:
-    """The corpus folder; missing locally skips, missing under CI fails."""
-    folder = corpus_dir()
-    if not folder.is_dir():
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"corpus folder {folder} is missing under CI")
-        pytest.skip(f"corpus folder {folder} is missing")
-    return folder
 
 
 @pytest.fixture
