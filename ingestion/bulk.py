@@ -39,6 +39,6 @@ def ingest_all(
         for future in as_completed(futures):
             done += 1
             if progress:
-                progress(done, len(pending), future.result())
+                progress(done, len(pending), future.result())  # run_document records, never raises
     jobs = [services.jobs.get(doc_id) for doc_id in doc_ids]
     return [job for job in jobs if job is not None]

@@ -43,6 +43,8 @@ class _Unit:
 class Chunker:
     """Splits ``ParsedDocument``s into ``Chunk``s of at most ``target_tokens`` tokens."""
 
+    VERSION = "cdc-1"  # part of every chunks checkpoint key: change it when the cutting rules change
+
     def __init__(self, tokenizer: Tokenizer, target_tokens: int = 512, overlap_tokens: int = 64) -> None:
         if not 0 <= overlap_tokens * 2 <= target_tokens:
             raise ValueError("overlap must be at most half the target")

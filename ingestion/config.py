@@ -62,6 +62,7 @@ class Settings:
     inbox_dir: Path = Path("inbox")  # INGEST_INBOX_DIR: the embedded blob source
     data_dir: Path = Path(".ingestion")  # INGEST_DATA_DIR: artifacts, SQLite files
     tiktoken_cache_dir: Path = Path(tempfile.gettempdir()) / "ingestion-tiktoken"  # TIKTOKEN_CACHE_DIR
+    max_redrives: int = 5  # INGEST_MAX_REDRIVES: re-drives of a retry_later job before it needs review
     limits: ParseLimits = field(default_factory=ParseLimits)
     chunking: ChunkingSettings = field(default_factory=ChunkingSettings)
     embedding: EmbeddingSettings = field(default_factory=EmbeddingSettings)
@@ -79,6 +80,7 @@ class Settings:
             inbox_dir=read("INGEST_INBOX_DIR", Path, defaults.inbox_dir),
             data_dir=read("INGEST_DATA_DIR", Path, defaults.data_dir),
             tiktoken_cache_dir=read("TIKTOKEN_CACHE_DIR", Path, defaults.tiktoken_cache_dir),
+            max_redrives=read("INGEST_MAX_REDRIVES", _natural_int, defaults.max_redrives),
             limits=ParseLimits(
                 max_file_bytes=read("INGEST_MAX_FILE_MB", _mebibytes, limits.max_file_bytes),
                 max_pages=read("INGEST_MAX_PAGES", _positive_int, limits.max_pages),

@@ -2,14 +2,16 @@
 
 Events arrive at least once and out of order, so registering is idempotent: the same version
 twice changes nothing, an older version never replaces a newer one, and a newer version re-queues
-the job (the older run's stages then find themselves superseded and stop).
+the job (the older run's stages then find themselves superseded and stop). A job waiting in
+``retry_later`` whose time has come is re-driven, up to ``Settings.max_redrives`` times; after
+that it needs a person, with its last error as the reason.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ingestion.errors import ConcurrencyError, TransientError
+from ingestion.errors import ConcurrencyError, PermanentError, ReasonCode, TransientError
 from ingestion.model import DocumentRef, DocumentVersion, Job, JobStatus
 from ingestion.services import Services
 
@@ -26,28 +28,17 @@ class Registration:
 def register_version(services: Services, ref: DocumentRef, version: DocumentVersion) -> Registration:
     """Create or update the job for ``ref`` so that its current version is the newest one seen."""
     for _ in range(_ATTEMPTS):
-        now = services.clock()
         job = services.jobs.get(ref.doc_id)
         try:
             if job is None:
-                created = Job(
-                    doc_id=ref.doc_id,
-                    container=ref.container,
-                    path=ref.path,
-                    version=version,
-                    status=JobStatus.QUEUED,
-                    created_at=now,
-                    updated_at=now,
-                ).transition(JobStatus.QUEUED, now, "new blob")
-                return Registration(services.jobs.create(created), start=True, reason="new")
+                return Registration(services.jobs.create(_new_job(services, ref, version)), start=True, reason="new")
             if job.version.etag == version.etag:
-                running = job.status.in_progress
-                return Registration(job, start=running, reason="in progress" if running else f"already {job.status}")
-            if not version.is_newer_than(job.version):
+                return _same_version(services, job)
+            if not _supersedes(services, ref, version, job.version):
                 return Registration(job, start=False, reason="older than the job's version")
             requeued = job.transition(
                 JobStatus.QUEUED,
-                now,
+                services.clock(),
                 "new version",
                 version=version,
                 attempts=0,
@@ -59,3 +50,36 @@ def register_version(services: Services, ref: DocumentRef, version: DocumentVers
         except ConcurrencyError:
             continue
     raise TransientError(f"{ref.doc_id}: job document kept changing under {_ATTEMPTS} registrations")
+
+
+def _new_job(services: Services, ref: DocumentRef, version: DocumentVersion) -> Job:
+    now = services.clock()
+    job = Job(ref.doc_id, ref.container, ref.path, version, JobStatus.QUEUED, created_at=now, updated_at=now)
+    return job.transition(JobStatus.QUEUED, now, "new blob")
+
+
+def _same_version(services: Services, job: Job) -> Registration:
+    """A repeated event for the job's own version: run it if it is unfinished or due for a re-drive."""
+    now = services.clock()
+    if job.status is JobStatus.RETRY_LATER and (job.retry_at is None or job.retry_at <= now):
+        if job.redrives >= services.settings.max_redrives:
+            error = job.last_error
+            note = f"gave up after {job.redrives} re-drives" + (f": {error.code}" if error else "")
+            return Registration(services.jobs.replace(job.transition(JobStatus.NEEDS_REVIEW, now, note)), False, note)
+        redriven = job.transition(JobStatus.QUEUED, now, f"re-drive {job.redrives + 1}", redrives=job.redrives + 1)
+        return Registration(services.jobs.replace(redriven), start=True, reason="re-drive")
+    running = job.status.in_progress
+    return Registration(job, start=running, reason="in progress" if running else f"already {job.status}")
+
+
+def _supersedes(services: Services, ref: DocumentRef, version: DocumentVersion, current: DocumentVersion) -> bool:
+    """Whether ``version`` replaces ``current``; a tie is settled by which ETag the blob has now."""
+    newer = version.is_newer_than(current)
+    if newer is not None:
+        return newer
+    try:
+        return services.blobs.properties(ref.path).version.etag == version.etag
+    except PermanentError as error:
+        if error.reason is ReasonCode.NOT_FOUND:
+            return False  # gone: the deletion handler (or the reconciler) takes it from here
+        raise

@@ -73,13 +73,21 @@ class DocumentVersion:
         """A short, path-safe key for this version (the ETag itself may hold quotes)."""
         return stable_hash("etag", self.etag, length=20)
 
-    def is_newer_than(self, other: DocumentVersion) -> bool:
-        """Whether this version supersedes ``other``. Same ETag is never newer."""
+    def is_newer_than(self, other: DocumentVersion) -> bool | None:
+        """Whether this version supersedes ``other``; ``None`` when the metadata cannot tell.
+
+        Sequencers decide when both versions have one. Otherwise ``last_modified`` does, but two
+        writes within one clock tick (Azure's Last-Modified has one-second resolution) tie: then
+        only the blob's current properties can say which is current, so the caller must ask.
+        The same ETag is never newer.
+        """
         if self.etag == other.etag:
             return False
         if self.sequencer and other.sequencer and len(self.sequencer) == len(other.sequencer):
             return self.sequencer > other.sequencer
-        return self.last_modified >= other.last_modified
+        if self.last_modified == other.last_modified:
+            return None
+        return self.last_modified > other.last_modified
 
     def to_payload(self) -> dict[str, Any]:
         return {

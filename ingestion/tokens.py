@@ -49,7 +49,7 @@ def encoding(name: str, cache_dir: Path) -> tiktoken.Encoding:
 
 
 class Tokenizer:
-    """Counts and slices tokens for one encoding."""
+    """Counts tokens for one encoding."""
 
     def __init__(self, name: str, cache_dir: Path) -> None:
         self.name = name
@@ -57,9 +57,3 @@ class Tokenizer:
 
     def count(self, text: str) -> int:
         return len(self._encoding.encode_ordinary(text))
-
-    def encode(self, text: str) -> list[int]:
-        return self._encoding.encode_ordinary(text)
-
-    def decode(self, tokens: list[int]) -> str:
-        return self._encoding.decode(tokens)

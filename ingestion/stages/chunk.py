@@ -8,7 +8,17 @@ from typing import Any
 from ingestion.errors import PermanentError, ReasonCode, TransientError
 from ingestion.model import Chunk, JobStatus, ParsedDocument
 from ingestion.services import Services
-from ingestion.stages.common import StageRequest, advance, content_key, read_json, require_content_hash, write_json
+from ingestion.stages.common import (
+    StageRequest,
+    advance,
+    chunking_variant,
+    chunks_key,
+    content_key,
+    finished,
+    read_json,
+    require_content_hash,
+    write_json,
+)
 
 
 @dataclass(frozen=True)
@@ -26,11 +36,12 @@ class ChunkResult:
 
 
 def chunk_document(services: Services, request: StageRequest) -> ChunkResult:
-    """Chunk ``parsed.json`` into ``<doc>/c-<hash>/chunks.json``; no-op when already done."""
+    """Chunk ``parsed.json`` into ``<doc>/c-<hash>/chunks-<variant>.json``; no-op when already done."""
     job = advance(services, request, JobStatus.CHUNKING)
     content_hash = require_content_hash(job, "chunk")
-    checkpoint = content_key(job.doc_id, content_hash, "chunk.json")
-    if (done := read_json(services, checkpoint)) is not None:
+    checkpoint = content_key(job.doc_id, content_hash, f"chunk-{chunking_variant(services)}.json")
+    output = chunks_key(services, job.doc_id, content_hash)
+    if (done := finished(services, checkpoint, output)) is not None:
         return ChunkResult.from_payload(done)
     parsed = read_json(services, content_key(job.doc_id, content_hash, "parsed.json"))
     if parsed is None:
@@ -38,15 +49,14 @@ def chunk_document(services: Services, request: StageRequest) -> ChunkResult:
     chunks = services.chunker.chunk(ParsedDocument.from_payload(parsed), job.doc_id, content_hash)
     if not chunks:
         raise PermanentError(ReasonCode.EMPTY, "no text to index after parsing")
-    chunks_key = content_key(job.doc_id, content_hash, "chunks.json")
-    write_json(services, chunks_key, [chunk.to_payload() for chunk in chunks])
-    result = ChunkResult(chunks_key=chunks_key, chunks=len(chunks), tokens=sum(c.token_count for c in chunks))
+    write_json(services, output, [chunk.to_payload() for chunk in chunks])
+    result = ChunkResult(chunks_key=output, chunks=len(chunks), tokens=sum(c.token_count for c in chunks))
     write_json(services, checkpoint, result.to_payload())
     return result
 
 
 def load_chunks(services: Services, doc_id: str, content_hash: str) -> list[Chunk]:
-    data = read_json(services, content_key(doc_id, content_hash, "chunks.json"))
+    data = read_json(services, chunks_key(services, doc_id, content_hash))
     if data is None:
         raise TransientError(f"{doc_id}: chunks artifact for {content_hash[:12]} is missing")
     return [Chunk.from_payload(item) for item in data]

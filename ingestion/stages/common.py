@@ -7,8 +7,9 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from ingestion.chunking import Chunker
 from ingestion.errors import ConcurrencyError, Superseded, TransientError
-from ingestion.model import PROGRESS, Job, JobStatus
+from ingestion.model import PROGRESS, Job, JobStatus, stable_hash
 from ingestion.services import Services
 
 T = TypeVar("T")
@@ -33,15 +34,44 @@ class StageRequest:
 # ------------------------------------------------------------------ checkpoint keys
 # Keys are built from hashes only: blob names never reach the artifact store's paths.
 # Fetch output is per blob version (ETag); everything derived from the bytes is per content hash,
-# so a metadata-only change (new ETag, same bytes) reuses parse, chunk and embed work.
+# so a metadata-only change (new ETag, same bytes) reuses parse, chunk and embed work. Chunks are
+# also keyed by the chunker's settings and vectors by the embedding model, so changing either
+# recomputes instead of reusing work done under other settings.
 
 
-def version_key(doc_id: str, version_key: str, name: str) -> str:
-    return f"{doc_id}/v-{version_key}/{name}"
+def version_key(doc_id: str, version: str, name: str) -> str:
+    return f"{doc_id}/v-{version}/{name}"
 
 
 def content_key(doc_id: str, content_hash: str, name: str) -> str:
     return f"{doc_id}/c-{content_hash[:32]}/{name}"
+
+
+def chunking_variant(services: Services) -> str:
+    chunking = services.settings.chunking
+    return stable_hash("chunking", Chunker.VERSION, str(chunking.target_tokens), str(chunking.overlap_tokens),
+                       chunking.encoding, length=12)  # fmt: skip
+
+
+def embedding_variant(services: Services) -> str:
+    return stable_hash("embedding", services.embedder.model, str(services.embedder.dimensions), length=12)
+
+
+def chunks_key(services: Services, doc_id: str, content_hash: str) -> str:
+    return content_key(doc_id, content_hash, f"chunks-{chunking_variant(services)}.json")
+
+
+def vectors_key(services: Services, doc_id: str, content_hash: str) -> str:
+    variant = f"{chunking_variant(services)}-{embedding_variant(services)}"
+    return content_key(doc_id, content_hash, f"vectors-{variant}.json")
+
+
+def finished(services: Services, checkpoint: str, *outputs: str) -> Any:
+    """A stage's recorded result, if it has one and every artifact it produced is still there."""
+    done = read_json(services, checkpoint)
+    if done is None or not all(services.artifacts.exists(key) for key in outputs):
+        return None
+    return done
 
 
 def read_json(services: Services, key: str) -> Any:

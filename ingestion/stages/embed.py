@@ -26,8 +26,11 @@ from ingestion.stages.common import (
     advance,
     bounded_batches,
     content_key,
+    embedding_variant,
+    finished,
     read_json,
     require_content_hash,
+    vectors_key,
     write_json,
 )
 
@@ -72,11 +75,12 @@ def unpack_vectors(data: dict[str, Any] | None, embedder: Embedder) -> dict[str,
 
 
 def embed_chunks(services: Services, request: StageRequest) -> EmbedResult:
-    """Write ``<doc>/c-<hash>/vectors.json`` (one vector per chunk); no-op when already done."""
+    """Write ``<doc>/c-<hash>/vectors-<variant>.json`` (one vector per chunk); no-op when already done."""
     job = advance(services, request, JobStatus.EMBEDDING)
     content_hash = require_content_hash(job, "embed")
-    checkpoint = content_key(job.doc_id, content_hash, "embed.json")
-    if (done := read_json(services, checkpoint)) is not None:
+    output = vectors_key(services, job.doc_id, content_hash)
+    checkpoint = output.replace("/vectors-", "/embed-")
+    if (done := finished(services, checkpoint, output)) is not None:
         return EmbedResult.from_payload(done)
 
     embedder = services.embedder
@@ -84,10 +88,9 @@ def embed_chunks(services: Services, request: StageRequest) -> EmbedResult:
     keys = [embed_key(embedder, chunk.text) for chunk in chunks]
     known: dict[str, tuple[float, ...]] = {}
     if job.indexed_hash and job.indexed_hash != content_hash:
-        known.update(
-            unpack_vectors(read_json(services, content_key(job.doc_id, job.indexed_hash, "vectors.json")), embedder)
-        )
-    parts_prefix = content_key(job.doc_id, content_hash, "embed-parts/")
+        known.update(unpack_vectors(read_json(services, vectors_key(services, job.doc_id, job.indexed_hash)), embedder))
+    # Saved batches are keyed by text and model, not by chunking: any run's parts are reusable.
+    parts_prefix = content_key(job.doc_id, content_hash, f"embed-parts-{embedding_variant(services)}/")
     for part in services.artifacts.list(parts_prefix):
         known.update(unpack_vectors(read_json(services, part), embedder))
 
@@ -117,10 +120,9 @@ def embed_chunks(services: Services, request: StageRequest) -> EmbedResult:
         calls += 1
         tokens += result.prompt_tokens
 
-    vectors_key = content_key(job.doc_id, content_hash, "vectors.json")
-    write_json(services, vectors_key, pack_vectors(keys, [known[key] for key in keys], embedder))
+    write_json(services, output, pack_vectors(keys, [known[key] for key in keys], embedder))
     result_record = EmbedResult(
-        vectors_key=vectors_key,
+        vectors_key=output,
         chunks=len(chunks),
         embedded=len(missing),
         reused=len(chunks) - len(missing),
@@ -134,7 +136,7 @@ def embed_chunks(services: Services, request: StageRequest) -> EmbedResult:
 
 def load_vectors(services: Services, doc_id: str, content_hash: str) -> list[tuple[float, ...]]:
     """The vectors of ``content_hash``'s chunks, in chunk order."""
-    data = read_json(services, content_key(doc_id, content_hash, "vectors.json"))
+    data = read_json(services, vectors_key(services, doc_id, content_hash))
     if data is None:
         raise TransientError(f"{doc_id}: vectors artifact for {content_hash[:12]} is missing")
     by_key = unpack_vectors(data, services.embedder)

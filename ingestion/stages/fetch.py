@@ -11,7 +11,7 @@ from ingestion.errors import PermanentError, ReasonCode
 from ingestion.model import Job, JobStatus
 from ingestion.services import Services
 from ingestion.sniff import sniff_head
-from ingestion.stages.common import StageRequest, advance, read_json, update_job, version_key, write_json
+from ingestion.stages.common import StageRequest, advance, finished, update_job, version_key, write_json
 
 _HEAD_BYTES = 8192
 
@@ -22,7 +22,6 @@ class FetchResult:
     content_hash: str
     size: int
     content_type: str  # from magic bytes; parse refines it (e.g. zip -> docx)
-    unchanged: bool  # same bytes as the version already in the index
 
     def to_payload(self) -> dict[str, Any]:
         return {
@@ -30,7 +29,6 @@ class FetchResult:
             "content_hash": self.content_hash,
             "size": self.size,
             "content_type": self.content_type,
-            "unchanged": self.unchanged,
         }
 
     @classmethod
@@ -63,13 +61,13 @@ def fetch_blob(services: Services, request: StageRequest) -> FetchResult:
     """Copy version ``request.etag`` of the blob to ``<doc>/v-<version>/source``; no-op when done."""
     job = advance(services, request, JobStatus.FETCHING)
     checkpoint = version_key(job.doc_id, job.version.key, "fetch.json")
-    if (done := read_json(services, checkpoint)) is not None:
+    source_key = version_key(job.doc_id, job.version.key, "source")
+    if (done := finished(services, checkpoint, source_key)) is not None:
         result = FetchResult.from_payload(done)
     else:
         limit = services.settings.limits.max_file_bytes
         if job.version.size > limit:
             raise PermanentError(ReasonCode.TOO_LARGE, f"{job.version.size:,} bytes, over the limit of {limit:,} bytes")
-        source_key = version_key(job.doc_id, job.version.key, "source")
         digest = _Digest(services.blobs.read(job.path, job.version.etag), limit)
         services.artifacts.put_stream(source_key, digest)
         if digest.size == 0:
@@ -80,7 +78,6 @@ def fetch_blob(services: Services, request: StageRequest) -> FetchResult:
             content_hash=content_hash,
             size=digest.size,
             content_type=sniff_head(digest.head),
-            unchanged=job.indexed_hash == content_hash,
         )
         write_json(services, checkpoint, result.to_payload())
 
@@ -89,6 +86,5 @@ def fetch_blob(services: Services, request: StageRequest) -> FetchResult:
             return None
         return replace(current, version=replace(current.version, content_hash=result.content_hash))
 
-    job = update_job(services, request, record_hash)
-    # Recomputed on every run: the indexed version may have changed since the checkpoint.
-    return replace(result, unchanged=job.indexed_hash == result.content_hash)
+    update_job(services, request, record_hash)
+    return result

@@ -8,10 +8,10 @@ from pathlib import Path
 from typing import Any
 
 from ingestion.errors import TransientError
-from ingestion.model import JobStatus, ParsedDocument
+from ingestion.model import JobStatus
 from ingestion.sandbox import parse_document_file
 from ingestion.services import Services
-from ingestion.stages.common import StageRequest, advance, content_key, read_json, version_key, write_json
+from ingestion.stages.common import StageRequest, advance, content_key, finished, read_json, version_key, write_json
 
 
 @dataclass(frozen=True)
@@ -44,7 +44,8 @@ def parse_document(services: Services, request: StageRequest) -> ParseResult:
         raise TransientError(f"{job.doc_id}: parse ran before fetch finished (no fetch checkpoint)")
     content_hash = str(fetched["content_hash"])
     checkpoint = content_key(job.doc_id, content_hash, "parse.json")
-    if (done := read_json(services, checkpoint)) is not None:
+    parsed_key = content_key(job.doc_id, content_hash, "parsed.json")
+    if (done := finished(services, checkpoint, parsed_key)) is not None:
         return ParseResult.from_payload(done)
 
     with tempfile.TemporaryDirectory(prefix="ingest-parse-") as scratch:
@@ -56,7 +57,6 @@ def parse_document(services: Services, request: StageRequest) -> ParseResult:
                 out.write(block)
         parsed = parse_document_file(local, job.path, services.settings.limits)
 
-    parsed_key = content_key(job.doc_id, content_hash, "parsed.json")
     write_json(services, parsed_key, parsed.to_payload())
     result = ParseResult(
         parsed_key=parsed_key,
@@ -67,10 +67,3 @@ def parse_document(services: Services, request: StageRequest) -> ParseResult:
     )
     write_json(services, checkpoint, result.to_payload())
     return result
-
-
-def load_parsed(services: Services, result: ParseResult) -> ParsedDocument:
-    data = read_json(services, result.parsed_key)
-    if data is None:
-        raise TransientError(f"parsed artifact {result.parsed_key} is missing")
-    return ParsedDocument.from_payload(data)

@@ -133,7 +133,17 @@ def test_newer_version_uses_sequencer_then_last_modified() -> None:
     assert not old.is_newer_than(new)
     later = DocumentVersion('"c"', 1, T0 + timedelta(seconds=1))
     assert later.is_newer_than(old)
+    assert later.is_newer_than(DocumentVersion('"d"', 1, T0)) is True
+    assert DocumentVersion('"d"', 1, T0).is_newer_than(later) is False
     assert not DocumentVersion('"a"', 2, T0 + timedelta(days=1)).is_newer_than(old)
+
+
+def test_versions_written_in_the_same_tick_are_undecidable() -> None:
+    """Equal last_modified and no sequencer: neither is newer, and the answer says so (None)."""
+    first = DocumentVersion('"a"', 1, T0)
+    second = DocumentVersion('"b"', 1, T0)
+    assert first.is_newer_than(second) is None
+    assert second.is_newer_than(first) is None
 
 
 def test_chunk_id_depends_on_doc_ordinal_and_text_only() -> None:
