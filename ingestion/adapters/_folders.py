@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import uuid
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -16,6 +17,8 @@ from ingestion.errors import IngestionError, PermanentError, ReasonCode, Transie
 # Temporary files of atomic writes end with this. "~" is not allowed in artifact keys, so no key
 # can collide with it; folder listings skip such files (a reader never sees a half-written file).
 TEMP_SUFFIX = "~partial"
+# Exactly what ``write_atomically`` creates; a user's own "report~partial" is an ordinary file.
+_TEMP_NAME = re.compile(r"\.[0-9a-f]{32}" + re.escape(TEMP_SUFFIX))
 
 
 def classify_os_error(error: OSError, subject: str) -> IngestionError:
@@ -56,7 +59,7 @@ def walk_files(root: Path, prefix: str = "") -> Iterator[tuple[str, os.DirEntry[
         for name, is_dir, entry in keyed:
             if is_dir:
                 yield from visit(entry.path, name)
-            elif not entry.name.endswith(TEMP_SUFFIX):
+            elif not _TEMP_NAME.fullmatch(entry.name):
                 yield name, entry
 
     return visit(str(root), "")

@@ -9,6 +9,7 @@ is rewritten (mtime in ns, size, inode), so an overwrite, in place or by rename,
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import stat
 from collections.abc import Iterator
@@ -16,10 +17,11 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from ingestion.adapters._folders import classify_os_error, walk_files, write_atomically
-from ingestion.errors import PermanentError, ReasonCode, Superseded
+from ingestion.errors import PermanentError, ReasonCode, Superseded, TransientError
 from ingestion.model import DocumentVersion
 from ingestion.ports import BlobInfo
 
+log = logging.getLogger(__name__)
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MAX_COMPONENT_BYTES = 255  # NAME_MAX of ext4, xfs, btrfs, APFS, NTFS (in UTF-16 units there)
 
@@ -51,7 +53,12 @@ class FolderBlobSource:
             except (FileNotFoundError, NotADirectoryError):
                 continue  # deleted (or a dangling link) while we listed: not a blob any more
             except OSError as error:
-                raise classify_os_error(error, name) from error
+                problem = classify_os_error(error, name)
+                if isinstance(problem, TransientError):
+                    raise problem from error  # an incomplete listing must not pass for a complete one
+                # A link looping onto itself, a name too long to stat: no content, nothing to ingest.
+                log.warning("not a blob: %s", problem.message)
+                continue
             if stat.S_ISREG(info.st_mode):
                 yield BlobInfo(name, _version(info))
 

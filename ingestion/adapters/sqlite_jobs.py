@@ -131,7 +131,9 @@ def _stamp(moment: datetime) -> str:
 
 
 def _row(job: Job, etag: str) -> tuple[str, str, str, str, str]:
-    body = json.dumps(job.to_payload(), ensure_ascii=False, separators=(",", ":"))
+    # ASCII escapes: a name read from a folder may hold lone surrogates (undecodable bytes), which
+    # SQLite's UTF-8 text cannot store; the job must still be recorded to say why it failed.
+    body = json.dumps(job.to_payload(), ensure_ascii=True, separators=(",", ":"))
     return job.doc_id, job.status.value, _stamp(job.updated_at), etag, body
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from ingestion.adapters.local_blob import FolderBlobSource
 from ingestion.adapters.local_embedder import HashingEmbedder
 from ingestion.adapters.sqlite_index import SqliteSearchIndex
 from ingestion.adapters.sqlite_jobs import SqliteJobStore
+from ingestion.bulk import ingest_all
 from ingestion.config import ParseLimits, Settings
 from ingestion.jobs import register_version
 from ingestion.model import DocumentRef, Job, JobStatus
@@ -154,3 +156,22 @@ def test_a_killed_parse_child_ends_its_file_and_the_next_proceeds(
     # Then the slow file has its reason and the next one is indexed
     assert (slow.status, slow.last_error and slow.last_error.code) == (JobStatus.NEEDS_REVIEW, "parse_timeout")
     assert after.status is JobStatus.INDEXED
+
+
+def test_a_folder_with_broken_entries_still_ingests_every_real_file(tmp_path: Path, tokenizer: Tokenizer) -> None:
+    """A looping symlink and a non-UTF-8 file name in the inbox: the good file is indexed, the odd name
+    ends invalid_name with its job stored, and nothing aborts the run."""
+    inbox = FolderBlobSource(tmp_path / "inbox")
+    inbox.put("good.txt", b"A perfectly ordinary file.")
+    os.symlink("loop", inbox.root / "loop")
+    with open(os.path.join(os.fsencode(inbox.root), b"caf\xe9.txt"), "wb") as odd:
+        odd.write(b"Latin-1 name, ordinary content.")
+    services = embedded(tmp_path / "data", tokenizer, inbox)
+    try:
+        outcomes = {job.path: (job.status, job.last_error and job.last_error.code) for job in ingest_all(services)}
+    finally:
+        services.close()
+    assert outcomes == {
+        "good.txt": (JobStatus.INDEXED, None),
+        "caf\udce9.txt": (JobStatus.NEEDS_REVIEW, "invalid_name"),
+    }

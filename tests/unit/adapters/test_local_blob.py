@@ -139,10 +139,19 @@ def test_an_over_long_total_path_is_invalid_not_an_oserror(source: FolderBlobSou
 
 
 def test_temp_files_of_atomic_writes_are_not_listed(source: FolderBlobSource) -> None:
-    """Files ending in the temp suffix are uploads in progress, not blobs."""
-    (source.root / f".abc{TEMP_SUFFIX}").write_bytes(b"half")
+    """Our own temp files are uploads in progress, not blobs; a user's file with that suffix is one."""
+    (source.root / f".{'ab' * 16}{TEMP_SUFFIX}").write_bytes(b"half")
+    (source.root / f"report{TEMP_SUFFIX}").write_bytes(b"a user's file")
     source.put("done.txt", b"whole")
-    assert [i.path for i in source.list()] == ["done.txt"]
+    assert [i.path for i in source.list()] == ["done.txt", f"report{TEMP_SUFFIX}"]
+
+
+def test_a_looping_symlink_does_not_stop_the_listing(source: FolderBlobSource) -> None:
+    """A link that points at itself has no content: it is skipped, and every real file is still listed."""
+    source.put("a.txt", b"a")
+    os.symlink("loop", source.root / "loop")
+    source.put("z.txt", b"z")
+    assert [i.path for i in source.list()] == ["a.txt", "z.txt"]
 
 
 def test_oddly_named_files_are_listed_so_they_can_be_reported(source: FolderBlobSource) -> None:
