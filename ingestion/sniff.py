@@ -2,25 +2,29 @@
 
 ``sniff_head`` gives a coarse type from the first bytes; ``sniff_file`` refines containers (zip,
 OLE2) by their entries and text by its dialect. A file name only breaks ties between text dialects
-(plain, Markdown, CSV, TSV): it never turns binary into text, nor text into another family.
-``decode_text`` turns bytes in any common encoding into ``str`` with ``\\n`` newlines.
+(plain, Markdown, CSV, TSV): it never turns binary into text, nor text into another family;
+and a Markdown name keeps Markdown that opens with inline HTML (a README's centred logo).
+Decoding bytes to text lives in ``sniff_text``.
 """
 
 from __future__ import annotations
 
-import codecs
 import csv
 import json
 import re
 import zipfile
+import zlib
 from pathlib import Path
 
-import charset_normalizer
 import olefile  # type: ignore[import-untyped]  # olefile ships no type hints
 
 from ingestion.errors import PermanentError, ReasonCode
+from ingestion.sniff_text import BOMS, HEAD_BYTES, decode_text, looks_like_text
 
-HEAD_BYTES = 8192
+# csv refuses fields over field_size_limit (128 KiB by default), and both dialect sniffing and the
+# CSV parser meet legitimate long lines; the text limits bound what a file may hold anyway. Set
+# once, here, because the limit is process-wide; 2**31 - 1 is the largest every platform accepts.
+csv.field_size_limit(max(csv.field_size_limit(), 2**31 - 1))
 
 PDF = "application/pdf"
 ZIP = "application/zip"
@@ -28,6 +32,7 @@ OLE = "application/x-ole-storage"
 DOCX = "application/vnd.openxmlformats-officedocument.wordprocessingml.document"
 PPTX = "application/vnd.openxmlformats-officedocument.presentationml.presentation"
 XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
+XLSB = "application/vnd.ms-excel.sheet.binary.macroenabled.12"
 EPUB = "application/epub+zip"
 ODT = "application/vnd.oasis.opendocument.text"
 ENCRYPTED_OFFICE = "application/x-encrypted-office"
@@ -75,17 +80,8 @@ _OLE_STREAMS: tuple[tuple[str, str], ...] = (
     ("PowerPoint Document", PPT),
     ("__substg1.0_", MSG),
 )
-_BOMS: tuple[tuple[bytes, str], ...] = (
-    # UTF-32 first: its little-endian BOM starts with UTF-16's.
-    (codecs.BOM_UTF32_LE, "utf-32-le"),
-    (codecs.BOM_UTF32_BE, "utf-32-be"),
-    (codecs.BOM_UTF8, "utf-8"),
-    (codecs.BOM_UTF16_LE, "utf-16-le"),
-    (codecs.BOM_UTF16_BE, "utf-16-be"),
-)
 # PKCS#7 content-type OID 1.2.840.113549.1.7, DER-encoded.
 _PKCS7_OID = b"\x06\x09\x2a\x86\x48\x86\xf7\x0d\x01\x07"
-_CONTROL = frozenset(range(32)) - {9, 10, 12, 13, 27}
 _HTML_TAGS = frozenset(
     {
         *("html", "head", "body", "div", "span", "p", "a", "ul", "ol", "li", "table", "tr", "td", "th"),
@@ -95,7 +91,12 @@ _HTML_TAGS = frozenset(
     }
 )
 _TAG = re.compile(r"<([A-Za-z][A-Za-z0-9]*)[\s/>]")
-_ROOT = re.compile(r"^\s*(?:<\?xml[^>]*\?>\s*)?(?:<!--.*?-->\s*|<!DOCTYPE[^>]*>\s*)*<([A-Za-z_][\w:.-]*)", re.S)
+_ELEMENT = re.compile(r"<([A-Za-z_][\w:.-]*)")
+# What may precede the root element, as (opening, closing): declarations and processing
+# instructions, comments, then other "<!" markup (DOCTYPE). Skipped with str.find, never a regex
+# that could backtrack across many comments.
+_PROLOG_ITEMS = (("<?", "?>"), ("<!--", "-->"), ("<!", ">"))
+_LETTERS = re.compile(rb"[A-Za-z]{2}")
 _HEADER_LINE = re.compile(r"^[!-9;-~]+:")
 _MAIL_HEADERS = frozenset({"from", "to", "subject", "date", "received", "mime-version", "message-id", "content-type"})
 _ATX_HEADING = re.compile(r"^ {0,3}#{1,6}[ \t]+\S", re.M)
@@ -105,9 +106,9 @@ _NAME_DIALECTS = {".md": MARKDOWN, ".markdown": MARKDOWN, ".csv": CSV, ".tsv": T
 
 def sniff_head(head: bytes) -> str:  # noqa: PLR0911 - a decision list reads best as early returns
     """A coarse MIME type from a file's first bytes (about 8 KB)."""
-    if b"%PDF-" in head[:1024]:
+    if _is_pdf(head):
         return PDF
-    if any(head.startswith(bom) for bom, _ in _BOMS):
+    if any(head.startswith(bom) for bom, _ in BOMS):
         return PLAIN  # before the magic numbers: UTF-16's BOM looks like an MPEG frame sync
     for offset, magic, content_type in _MAGIC:
         if head[offset : offset + len(magic)] == magic:
@@ -122,7 +123,22 @@ def sniff_head(head: bytes) -> str:  # noqa: PLR0911 - a decision list reads bes
         return "audio/mpeg"  # an MPEG audio frame sync without an ID3 tag
     if head[:1] == b"\x30" and _PKCS7_OID in head[:64]:
         return PKCS7
-    return PLAIN if _looks_like_text(head) else OCTET_STREAM
+    return PLAIN if looks_like_text(head) else OCTET_STREAM
+
+
+def _is_pdf(head: bytes) -> bool:
+    """``%PDF-`` at the start, or after a short prefix that is not text.
+
+    Readers accept a PDF header anywhere in the first 1 KB, and real files do carry a BOM or a few
+    bytes of binary junk before it; but a text that merely mentions "%PDF-1.7" is not a PDF.
+    """
+    start = head.find(b"%PDF-", 0, 1024)
+    if start < 0:
+        return False
+    prefix = head[:start]
+    bom = next((bom for bom, _ in BOMS if prefix.startswith(bom)), b"")
+    prefix = prefix[len(bom) :].strip()
+    return not prefix or not (looks_like_text(prefix) and _LETTERS.search(prefix) is not None)
 
 
 def sniff_file(path: Path, name: str = "") -> str:
@@ -143,22 +159,18 @@ def sniff_file(path: Path, name: str = "") -> str:
     return classify_text(text, name)
 
 
-def decode_text(data: bytes) -> str:
-    """``data`` decoded (BOM, NUL pattern, UTF-8, then the best legacy guess), newlines as ``\\n``."""
-    text = _decode(data)
-    if "\r" in text:
-        text = text.replace("\r\n", "\n").replace("\r", "\n")
-    return text
-
-
 def classify_text(text: str, name: str = "") -> str:  # noqa: PLR0911 - a decision list, as above
     """The dialect of decoded ``text``: strong signals from content first, then the name as a tiebreak."""
     start = text.lstrip("\ufeff \t\n")
     if start.startswith("{\\rtf"):
         return RTF
+    suffix = Path(name).suffix.lower()
+    hinted = _NAME_DIALECTS.get(suffix)
     if start.startswith("<"):
         markup = _markup_type(start)
-        if markup:
+        # Markdown may open with inline HTML (a README's centred logo); only an HTML document by
+        # its own word (doctype, <html>) overrides a Markdown name.
+        if markup and (hinted != MARKDOWN or _declares_html(start, _root_name(start[:65536]))):
             return markup
     if _is_email(start):
         return EMAIL
@@ -166,8 +178,6 @@ def classify_text(text: str, name: str = "") -> str:  # noqa: PLR0911 - a decisi
         return JSON
     if start[:1] in ("{", "[") and _is_ndjson(text):
         return NDJSON
-    suffix = Path(name).suffix.lower()
-    hinted = _NAME_DIALECTS.get(suffix)
     if hinted:
         return hinted
     delimiter = csv_delimiter(text) if suffix != ".txt" else None
@@ -196,79 +206,39 @@ def csv_delimiter(text: str, candidates: tuple[str, ...] = _DELIMITERS) -> str |
     return None
 
 
-def _decode(data: bytes) -> str:
-    for bom, encoding in _BOMS:
-        if data.startswith(bom):
-            return data[len(bom) :].decode(encoding, errors="replace")
-    unmarked = _utf16_32_by_nuls(data)
-    if unmarked:
-        return data.decode(unmarked, errors="replace")
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError:
-        pass
-    if b"\x00" in data[:HEAD_BYTES] or not _looks_like_text(data[:HEAD_BYTES]):
-        raise PermanentError(ReasonCode.UNSUPPORTED_TYPE, "binary content: not text in any known encoding")
-    return data.decode(_legacy_encoding(data), errors="replace")
-
-
-def _legacy_encoding(data: bytes) -> str:
-    """charset-normalizer's best guess, preferring cp1252 among equally good Western candidates."""
-    results = charset_normalizer.from_bytes(data[:1_000_000])
-    best = results.best()
-    if best is None:
-        raise PermanentError(ReasonCode.UNSUPPORTED_TYPE, "binary content: no text encoding fits")
-    # Short Western texts fit cp1250, cp1252 and a dozen others equally well; cp1252 is by far the
-    # most common of them (and what browsers assume), so it wins a tie.
-    for match in results:
-        if match.chaos <= best.chaos + 0.01 and "cp1252" in match.could_be_from_charset:
-            return "cp1252"
-    return str(best.encoding)
-
-
-def _utf16_32_by_nuls(data: bytes) -> str | None:
-    """UTF-16/32 without a BOM, recognised by where the NUL bytes of ASCII characters fall."""
-    sample = data[:4096]
-    size = len(sample) - len(sample) % 4
-    if size < 8:
-        return None
-    sample = sample[:size]
-    for encoding, nul_lanes, text_lane, width in (
-        ("utf-32-le", (1, 2, 3), 0, 4),
-        ("utf-32-be", (0, 1, 2), 3, 4),
-        ("utf-16-le", (1,), 0, 2),
-        ("utf-16-be", (0,), 1, 2),
-    ):
-        units = size // width
-        nuls = sum(sample[lane::width].count(0) for lane in nul_lanes) / (units * len(nul_lanes))
-        if nuls > 0.9 and sample[text_lane::width].count(0) < units * 0.1:
-            return encoding
-    return None
-
-
-def _looks_like_text(head: bytes) -> bool:
-    if any(head.startswith(bom) for bom, _ in _BOMS) or _utf16_32_by_nuls(head):
-        return True
-    if not head or b"\x00" in head:
-        return not head
-    controls = sum(1 for byte in head if byte in _CONTROL)
-    return controls <= len(head) * 0.01
-
-
 def _zip_type(path: Path) -> str:
     try:
         with zipfile.ZipFile(path) as archive:
             names = set(archive.namelist())
-            if "mimetype" in names and archive.getinfo("mimetype").file_size <= 100:
-                declared = archive.read("mimetype").decode("ascii", errors="replace").strip()
-                return declared or ZIP
-    except (zipfile.BadZipFile, OSError, EOFError):
-        return ZIP  # the registry's zip check reports the damage
+            declared = _declared_mimetype(archive, names)
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError, NotImplementedError):
+        # An unreadable directory (bad names, a newer zip version): the registry's zip check,
+        # which runs on every zip, reports the damage.
+        return ZIP
+    if declared is not None:
+        return declared or ZIP
     if "[Content_Types].xml" in names:
+        if "xl/workbook.bin" in names:
+            return XLSB
         for prefix, content_type in (("word/", DOCX), ("ppt/", PPTX), ("xl/", XLSX)):
             if any(entry.startswith(prefix) for entry in names):
                 return content_type
     return ZIP
+
+
+def _declared_mimetype(archive: zipfile.ZipFile, names: set[str]) -> str | None:
+    """The type an EPUB or ODF package names in its ``mimetype`` entry; None without one."""
+    if "mimetype" not in names:
+        return None
+    info = archive.getinfo("mimetype")
+    if info.file_size > 100 or info.flag_bits & 0x1:
+        return None  # not a package's marker (an encrypted entry is left to the zip check)
+    try:
+        return archive.read(info).decode("ascii", errors="replace").strip()
+    except (zipfile.BadZipFile, zlib.error, EOFError, ValueError, NotImplementedError) as error:
+        raise PermanentError(
+            ReasonCode.CORRUPT, f"damaged zip container: its mimetype entry cannot be read ({error})"
+        ) from error
 
 
 def _ole_type(path: Path) -> str:
@@ -286,10 +256,8 @@ def _ole_type(path: Path) -> str:
 
 
 def _markup_type(start: str) -> str | None:
-    root = _ROOT.match(start[:65536])
-    root_name = root.group(1).lower() if root else ""
-    lowered = start[:4096].lower()
-    if root_name == "html" or "<!doctype html" in lowered:
+    root_name = _root_name(start[:65536])
+    if _declares_html(start, root_name):
         return HTML
     if start.startswith("<?xml"):
         return XML
@@ -300,6 +268,35 @@ def _markup_type(start: str) -> str | None:
     if root_name and end.endswith(">"):
         return XML
     return None
+
+
+def _declares_html(start: str, root_name: str) -> bool:
+    """An HTML document by its own word: a ``<!DOCTYPE html>`` or an ``<html>`` root element."""
+    return root_name == "html" or "<!doctype html" in start[:4096].lower()
+
+
+def _root_name(text: str) -> str:
+    """The lower-case name of the first element after the prolog; "" if there is none.
+
+    Linear: each prolog item is skipped with ``str.find`` from where the previous one ended.
+    """
+    position = 0
+    while True:
+        while position < len(text) and text[position].isspace():
+            position += 1
+        item = next((item for item in _PROLOG_ITEMS if text.startswith(item[0], position)), None)
+        if item is None:
+            element = _ELEMENT.match(text, position)
+            return element.group(1).lower() if element else ""
+        opening, closing = item
+        end = text.find(closing, position + len(opening))
+        subset = text.find("[", position, end) if opening == "<!" and end >= 0 else -1
+        if subset >= 0:  # a DOCTYPE's internal subset holds ">" of its own: its end follows "]"
+            bracket = text.find("]", subset)
+            end = text.find(closing, bracket) if bracket >= 0 else -1
+        if end < 0:
+            return ""
+        position = end + len(closing)
 
 
 def _is_email(start: str) -> bool:

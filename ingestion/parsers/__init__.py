@@ -4,16 +4,18 @@
 a person can act on: unsupported types name what was detected, damaged files are ``corrupt`` with
 the library's message, and limits give ``too_large`` / ``too_many_pages``. An exception that did
 not come from a library reading malformed input (a bug) propagates unchanged; the sandbox turns it
-into ``parse_failed``.
+into ``parse_failed``. Whatever a parser returns is valid Unicode: surrogates that input escapes
+smuggle in are joined or replaced here, once for all formats.
 """
 
 from __future__ import annotations
 
+import re
 import struct
 import zipfile
 import zlib
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import docx.opc.exceptions
@@ -43,9 +45,18 @@ from ingestion.parsers.xmldoc import parse_xml
 Parser = Callable[[Path, ParseLimits], ParsedDocument]
 
 # What a library raises when its input is damaged (in the file's structure, not in our code).
-_ZIPPED_XML = (zipfile.BadZipFile, KeyError, EOFError, zlib.error, lxml.etree.XMLSyntaxError)
+# zipfile raises NotImplementedError for an entry it cannot read (compression method, flags) and
+# UnicodeDecodeError for a damaged entry name in a local header.
+_ZIPPED_XML = (
+    *(zipfile.BadZipFile, KeyError, EOFError, zlib.error, lxml.etree.XMLSyntaxError),
+    *(NotImplementedError, UnicodeDecodeError),
+)
 _PDF = (pdfium.PdfiumError, pypdf.errors.PyPdfError)
-_XLS = (xlrd.XLRDError, xlrd.compdoc.CompDocError, struct.error, IndexError, ValueError)
+# xlrd checks its structures with assert, and looks records up in dicts without a guard.
+_XLS = (xlrd.XLRDError, xlrd.compdoc.CompDocError, struct.error, IndexError, ValueError, AssertionError, KeyError)
+# striprtf turns \uN into chr(N) unchecked: out of range is ValueError, or OverflowError past C long.
+_RTF = (ValueError, OverflowError)
+_SURROGATE = re.compile("[\ud800-\udfff]")  # paired or not, UTF-8 cannot encode it as a code point
 
 
 @dataclass(frozen=True)
@@ -71,7 +82,7 @@ FORMATS: dict[str, Format] = {
     sniff.EMAIL: Format(parse_email),
     sniff.MARKDOWN: Format(parse_markdown),
     sniff.PLAIN: Format(parse_text),
-    sniff.RTF: Format(parse_rtf),
+    sniff.RTF: Format(parse_rtf, malformed=_RTF),
     sniff.CSV: Format(parse_csv),
     sniff.TSV: Format(parse_tsv),
     sniff.JSON: Format(parse_json),
@@ -80,6 +91,7 @@ FORMATS: dict[str, Format] = {
 
 _REFUSED: dict[str, tuple[ReasonCode, str]] = {
     sniff.DOC: (ReasonCode.UNSUPPORTED_TYPE, "legacy Word 97-2003 .doc is not supported; save as .docx"),
+    sniff.XLSB: (ReasonCode.UNSUPPORTED_TYPE, "binary workbook .xlsb is not supported; save as .xlsx"),
     sniff.PPT: (ReasonCode.UNSUPPORTED_TYPE, "legacy PowerPoint 97-2003 .ppt is not supported; save as .pptx"),
     sniff.MSG: (ReasonCode.UNSUPPORTED_TYPE, "Outlook .msg messages are not supported; save as .eml"),
     sniff.ENCRYPTED_OFFICE: (ReasonCode.ENCRYPTED, "a password-protected Office file (encrypted package)"),
@@ -115,9 +127,36 @@ def extract(path: Path, name: str, limits: ParseLimits) -> ParsedDocument:
     except form.malformed as error:
         if not _raised_in_library(error):
             raise
-        raise PermanentError(ReasonCode.CORRUPT, f"{type(error).__name__}: {error}") from error
+        # A bare assert in a library (xlrd) has no message; say what it means.
+        detail = str(error) or "the file's structure is inconsistent"
+        raise PermanentError(ReasonCode.CORRUPT, f"{type(error).__name__}: {detail}") from error
+    document = _without_lone_surrogates(document)
     _check_text(document, limits)
     return document
+
+
+def _without_lone_surrogates(document: ParsedDocument) -> ParsedDocument:
+    """``document`` with surrogate pairs joined and lone surrogates as U+FFFD, in every parser's text.
+
+    Parsers pass on what their input escapes say: JSON "\\ud800", RTF "\\u-10240?". A lone
+    surrogate cannot be encoded as UTF-8, so every later stage that writes the text would fail.
+    """
+    title = document.title
+    if not _SURROGATE.search(title or "") and not any(
+        _SURROGATE.search(block.text) for page in document.pages for block in page.blocks
+    ):
+        return document
+    pages = tuple(
+        replace(page, blocks=tuple(replace(block, text=_valid_unicode(block.text)) for block in page.blocks))
+        for page in document.pages
+    )
+    return replace(document, pages=pages, title=_valid_unicode(title) if title is not None else None)
+
+
+def _valid_unicode(text: str) -> str:
+    # Through UTF-16 and back: the decoder joins a high and low surrogate into one character and
+    # replaces each unpaired one, in one linear pass.
+    return text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")
 
 
 def _check_text(document: ParsedDocument, limits: ParseLimits) -> None:

@@ -15,6 +15,8 @@ from ingestion.model import Block
 
 ROWS_PER_BLOCK = 20  # table rows per block: paragraph boundaries for the chunker
 CELL_SEPARATOR = " | "
+_ZIP_ENCRYPTED = 0x1 | 0x40  # general purpose flag bits 0 (encrypted) and 6 (strong encryption)
+_ZIP_METHODS = frozenset({zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED, zipfile.ZIP_BZIP2, zipfile.ZIP_LZMA})
 
 # A blank line: a newline, then whitespace-only lines. Linear: the class cannot match "\n" twice
 # in different ways, so there is no backtracking blow-up on long texts.
@@ -37,21 +39,41 @@ class TextBudget:
 
 
 def check_zip(path: Path, max_unzipped_bytes: int) -> None:
-    """Refuse a zip whose entries would unpack past ``max_unzipped_bytes`` (a zip bomb) or that is damaged.
+    """Refuse a zip whose entries would unpack past ``max_unzipped_bytes`` (a zip bomb), that is
+    damaged, or whose entries zipfile cannot read (encrypted, an unsupported compression method).
 
     The central directory's sizes are enough: ``zipfile`` stops every entry at its declared size
     (and fails its CRC check), so an entry cannot inflate past what is summed here.
     """
     try:
         with zipfile.ZipFile(path) as archive:
-            total = sum(info.file_size for info in archive.infolist())
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError, ValueError) as error:
+            entries = archive.infolist()
+            for info in entries:
+                _check_entry(archive, info)
+    # zipfile raises NotImplementedError for a newer zip version or flags it cannot honour, and
+    # UnicodeDecodeError (a ValueError) for a damaged entry name.
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError, ValueError, NotImplementedError) as error:
         raise PermanentError(ReasonCode.CORRUPT, f"damaged zip container: {error}") from error
+    total = sum(info.file_size for info in entries)
     if total > max_unzipped_bytes:
         raise PermanentError(
             ReasonCode.TOO_LARGE,
             f"unpacks to {total:,} bytes, over the limit of {max_unzipped_bytes:,} (zip bomb?)",
         )
+
+
+def _check_entry(archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> None:
+    """An entry zipfile can read: not encrypted, a known compression method, a sound local header."""
+    if info.flag_bits & _ZIP_ENCRYPTED:
+        raise PermanentError(ReasonCode.ENCRYPTED, f"the zip entry {info.filename!r} is password-protected")
+    if info.compress_type not in _ZIP_METHODS:
+        raise PermanentError(
+            ReasonCode.UNSUPPORTED_TYPE,
+            f"the zip entry {info.filename!r} uses compression method {info.compress_type}, which cannot be read",
+        )
+    # Opening reads the local header only (no data): its name and flags must agree with the directory.
+    with archive.open(info):
+        pass
 
 
 def check_ole(path: Path) -> None:

@@ -30,18 +30,15 @@ def parse_tsv(path: Path, limits: ParseLimits) -> ParsedDocument:
 
 
 def _parse(text: str, delimiter: str | None, content_type: str, limits: ParseLimits) -> ParsedDocument:
-    rows = _rows(text, delimiter, limits.max_text_chars)
+    rows = _rows(text, delimiter)
     blocks = tuple(row_blocks(rows, TextBudget(limits.max_text_chars)))
     return ParsedDocument(content_type, (Page(None, blocks),))
 
 
-def _rows(text: str, delimiter: str | None, max_field: int) -> Iterator[str]:
+def _rows(text: str, delimiter: str | None) -> Iterator[str]:
     if delimiter is None:
         yield from (line.strip() for line in text.split("\n"))
         return
-    # csv refuses fields over field_size_limit (128 KiB by default); one long line is legitimate
-    # data, and the text budget already bounds the total. Raised once in this (child) process.
-    if csv.field_size_limit() < max_field:
-        csv.field_size_limit(max_field)
+    # Fields of any length: ingestion.sniff lifts csv's field_size_limit (128 KiB by default).
     for row in csv.reader(io.StringIO(text, newline=""), delimiter=delimiter):
         yield row_text(row)

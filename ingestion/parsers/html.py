@@ -2,19 +2,21 @@
 
 Scripts, styles and other invisible parts are dropped; ``h1``..``h6`` become headings; every block
 element starts a new block; a table row without nested blocks becomes one "cell | cell" line;
-whitespace is collapsed except inside ``pre``.
+whitespace is collapsed except inside ``pre``. A page nested deeper than libxml2 builds trees for
+is read from parser events instead, with the same rules in a simpler form, so no text is lost.
 """
 
 from __future__ import annotations
 
 import codecs
 import re
+from collections.abc import Mapping
 from pathlib import Path
 
 import lxml.etree
 import lxml.html
 
-from ingestion import sniff
+from ingestion import sniff, sniff_text
 from ingestion.config import ParseLimits
 from ingestion.errors import PermanentError, ReasonCode
 from ingestion.model import Block, Page, ParsedDocument
@@ -58,7 +60,7 @@ def decode_html(data: bytes) -> str:
     while bytes that are valid multi-byte UTF-8 by accident are rare.
     """
     if data.startswith((codecs.BOM_UTF8, codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
-        return sniff.decode_text(data)
+        return sniff_text.decode_text(data)
     try:
         return data.decode("utf-8").replace("\r\n", "\n")
     except UnicodeDecodeError:
@@ -72,7 +74,7 @@ def decode_html(data: bytes) -> str:
             return data.decode(encoding).replace("\r\n", "\n")
         except (LookupError, UnicodeDecodeError):
             pass  # an unknown or wrong label: fall back to guessing
-    return sniff.decode_text(data)
+    return sniff_text.decode_text(data)
 
 
 def html_blocks(text: str, budget: TextBudget) -> tuple[str | None, list[Block]]:
@@ -81,24 +83,54 @@ def html_blocks(text: str, budget: TextBudget) -> tuple[str | None, list[Block]]
     text = text.translate(_CONTROLS)
     if not text.strip():
         return None, []
+    # huge_tree lifts libxml2's nesting limit (about 256), past which it silently drops the text
+    # of real-world pages; the sandbox bounds the memory this may cost.
+    parser = lxml.html.HTMLParser(huge_tree=True)
     try:
-        # huge_tree lifts libxml2's nesting limit (about 256), past which it silently drops the text
-        # of real-world pages; the sandbox bounds the memory this may cost.
-        root = lxml.html.document_fromstring(text, parser=lxml.html.HTMLParser(huge_tree=True))
+        root = lxml.html.document_fromstring(text, parser=parser)
     except lxml.etree.ParserError:
         return None, []  # lxml's "Document is empty": nothing but comments or whitespace
+    if _resource_limit(parser):
+        # Even huge_tree stops at a depth of 2048 (a page of unclosed <div>s reaches it), and
+        # lxml then returns the tree built so far: the rest of the page would be lost without a
+        # word. The event interface builds no tree, so it has no depth to exceed.
+        return _flat_blocks(text, budget)
     title_element = root.find("head/title")
     title = collapse(title_element.text_content()) if title_element is not None else ""
     walker = _Walker(budget)
     walker.walk(root)
     walker.flush()
-    blocks = walker.blocks
+    return _titled(title, walker.blocks, budget)
+
+
+def _flat_blocks(text: str, budget: TextBudget) -> tuple[str | None, list[Block]]:
+    """``html_blocks`` from parser events rather than a tree: any nesting depth, simpler structure."""
+    events = _Events(budget)
+    parser = lxml.etree.HTMLParser(target=events, huge_tree=True)
+    lxml.etree.fromstring(text, parser)
+    limit = _resource_limit(parser)
+    if limit:
+        raise PermanentError(ReasonCode.TOO_LARGE, f"the page is beyond the HTML parser's limits: {limit}")
+    events.flush()
+    return _titled(collapse("".join(events.title)), events.blocks, budget)
+
+
+def _resource_limit(parser: lxml.etree.HTMLParser) -> str | None:
+    """libxml2's message when it stopped at one of its resource limits (the tree is then partial)."""
+    for entry in parser.error_log:
+        if entry.type == lxml.etree.ErrorTypes.ERR_RESOURCE_LIMIT or "Excessive depth" in entry.message:
+            return str(entry.message).strip()
+    return None
+
+
+def _titled(title: str, blocks: list[Block], budget: TextBudget) -> tuple[str | None, list[Block]]:
+    """The title, and the blocks led by it as a heading unless they already start with it."""
     if title and blocks and blocks[0].text != title:
         blocks.insert(0, Block(budget.take(title), heading_level=1))
     return title or None, blocks
 
 
-class _Walker:
+class _Blocks:
     """Collects inline text into a buffer and turns it into a block at every block boundary."""
 
     def __init__(self, budget: TextBudget) -> None:
@@ -118,6 +150,10 @@ class _Walker:
         if text.strip():
             self.blocks.append(Block(self.budget.take(text), heading_level))
 
+
+class _Walker(_Blocks):
+    """Blocks from a parsed tree: headings, ``pre`` and table rows keep their structure."""
+
     def walk(self, root: lxml.html.HtmlElement) -> None:
         """Depth first with an explicit stack: hostile pages nest deeper than Python recursion goes."""
         stack: list[tuple[lxml.html.HtmlElement, bool]] = [(root, False)]
@@ -127,7 +163,7 @@ class _Walker:
             if closing:
                 if tag in _BLOCKS:
                     self.flush()
-            elif tag in _DROP or not tag or _hidden(element):
+            elif tag in _DROP or not tag or _hidden(element.attrib):
                 pass  # invisible, or a comment / processing instruction; its tail text still counts
             elif tag in _HEADINGS:
                 self.emit(collapse(element.text_content()), _HEADINGS[tag])
@@ -148,16 +184,77 @@ class _Walker:
             self.buffer.append(element.tail or "")
 
 
+class _Events(_Blocks):
+    """Blocks from lxml's parser-target events (no tree): every block element starts a block, a
+    table row's cells are one "cell | cell" line, and a heading's text is one heading block."""
+
+    def __init__(self, budget: TextBudget) -> None:
+        super().__init__(budget)
+        self.open: list[tuple[str, bool]] = []  # the open elements: (tag, whether it hides its content)
+        self.hidden = 0  # open elements that hide their content (scripts, hidden divs, the head)
+        self.heading = 0  # the level of the open heading, 0 outside headings
+        self.cells = 0  # cells so far in the open table row
+        self.in_pre = 0
+        self.in_title = False
+        self.title: list[str] = []
+
+    def start(self, tag: str, attrib: Mapping[str, str]) -> None:
+        name = tag.lower()
+        parent = self.open[-1][0] if self.open else ""
+        hides = not self.hidden and (name in _DROP or _hidden(attrib))
+        self.open.append((name, hides))
+        self.in_title = name == "title" and parent == "head" and not self.title
+        self.hidden += hides
+        if self.hidden:
+            return
+        if name in _HEADINGS and not self.heading:
+            self.flush()
+            self.heading = _HEADINGS[name]
+        elif name == "br":
+            self.buffer.append(_LINE_BREAK)
+        elif name in _CELLS and parent == "tr":
+            self.buffer.append(CELL_SEPARATOR if self.cells else "")
+            self.cells += 1
+        elif name in _BLOCKS and not self.heading:
+            self.flush()
+            self.cells = 0
+        self.in_pre += name == "pre"
+
+    def end(self, tag: str) -> None:
+        if not self.open:
+            return  # libxml2 balances its events; this only guards against a stray one
+        name, hides = self.open.pop()
+        self.in_title = False
+        if self.hidden:
+            self.hidden -= hides
+            return
+        self.in_pre -= name == "pre"
+        if name in _HEADINGS and self.heading == _HEADINGS[name]:
+            self.flush(self.heading)
+            self.heading = 0
+        elif name in _BLOCKS and name not in _CELLS and not self.heading:
+            self.flush()
+
+    def data(self, data: str) -> None:
+        if self.in_title:
+            self.title.append(data)
+        if not self.hidden:
+            self.buffer.append(data.replace("\n", _LINE_BREAK) if self.in_pre else data)
+
+    def close(self) -> None:
+        """lxml's end of input; the caller flushes."""
+
+
 def _tag(element: lxml.html.HtmlElement) -> str:
     """The lower-case local name; empty for comments and processing instructions."""
     tag = element.tag
     return tag.rpartition("}")[2].lower() if isinstance(tag, str) else ""
 
 
-def _hidden(element: lxml.html.HtmlElement) -> bool:
+def _hidden(attributes: Mapping[str, str]) -> bool:
     """Hidden from readers: inline XBRL and templating keep machine data in such elements."""
-    style = (element.get("style") or "").replace(" ", "").lower()
-    return element.get("hidden") is not None or "display:none" in style
+    style = (attributes.get("style") or "").replace(" ", "").lower()
+    return attributes.get("hidden") is not None or "display:none" in style
 
 
 def _has_nested_blocks(row: lxml.html.HtmlElement) -> bool:

@@ -7,7 +7,6 @@ refused. Damaged headers and bodies are decoded with replacement characters, nev
 
 from __future__ import annotations
 
-import codecs
 import email
 import email.errors
 import email.header
@@ -15,7 +14,7 @@ import email.message
 from email import policy
 from pathlib import Path
 
-from ingestion import sniff
+from ingestion import sniff, sniff_text
 from ingestion.config import ParseLimits
 from ingestion.errors import PermanentError, ReasonCode
 from ingestion.model import Block, Page, ParsedDocument
@@ -28,7 +27,16 @@ _ENCRYPTED_TYPES = frozenset({"multipart/encrypted", "application/pkcs7-mime", "
 
 def parse_email(path: Path, limits: ParseLimits) -> ParsedDocument:
     """One page: the subject as a heading, the header block, the body, then the attachment list."""
-    message = email.message_from_bytes(path.read_bytes(), policy=policy.default)
+    try:
+        message = email.message_from_bytes(path.read_bytes(), policy=policy.default)
+        return _parse_message(message, limits)
+    except RecursionError as error:
+        # The email package parses and walks MIME parts recursively; thousands of nested
+        # multiparts are damage (or an attack), not a message anyone wrote.
+        raise PermanentError(ReasonCode.CORRUPT, "MIME parts nested too deeply to read") from error
+
+
+def _parse_message(message: email.message.Message, limits: ParseLimits) -> ParsedDocument:
     _refuse_encrypted(message)
     budget = TextBudget(limits.max_text_chars)
     subject = _header(message, "Subject")
@@ -82,20 +90,27 @@ def _body_text(part: email.message.Message) -> str:
     payload = part.get_payload(decode=True)
     if not isinstance(payload, bytes):
         return ""
-    charset = part.get_content_charset()
-    if charset:
+    text = _declared_decode(payload, part.get_content_charset())
+    if text is None:
         try:
-            codecs.lookup(charset)
-        except LookupError:
-            charset = None  # an unknown label, e.g. "utf8mb4" or a typo
-    if charset:
-        text = payload.decode(charset, errors="replace")
-    else:
-        try:
-            text = sniff.decode_text(payload)
+            text = sniff_text.decode_text(payload)
         except PermanentError:
             text = payload.decode("utf-8", errors="replace")
     return text.replace("\r\n", "\n").replace("\r", "\n")
+
+
+def _declared_decode(payload: bytes, charset: str | None) -> str | None:
+    """``payload`` in its declared charset; None when there is none or Python cannot decode with it.
+
+    ``bytes.decode`` raises LookupError both for unknown labels ("utf8mb4", typos) and for codecs
+    that are not text encodings ("base64", "rot13"), which ``codecs.lookup`` alone accepts.
+    """
+    if not charset:
+        return None
+    try:
+        return payload.decode(charset, errors="replace")
+    except LookupError:
+        return None
 
 
 def _filename(part: email.message.Message) -> str | None:

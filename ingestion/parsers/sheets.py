@@ -6,6 +6,7 @@ import io
 import warnings
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
 import openpyxl
 import xlrd
@@ -31,8 +32,7 @@ def parse_xlsx(path: Path, limits: ParseLimits) -> ParsedDocument:
             _check_sheet_count(len(sheets), limits)
             budget = TextBudget(limits.max_text_chars)
             pages = tuple(
-                _sheet_page(number, sheet.title, sheet.iter_rows(values_only=True), budget)
-                for number, sheet in enumerate(sheets, 1)
+                _sheet_page(number, sheet.title, _xlsx_rows(sheet), budget) for number, sheet in enumerate(sheets, 1)
             )
         finally:
             workbook.close()  # read-only workbooks keep the file open until closed
@@ -60,6 +60,18 @@ def parse_xls(path: Path, limits: ParseLimits) -> ParsedDocument:
     finally:
         book.release_resources()
     return ParsedDocument(sniff.XLS, tuple(pages))
+
+
+def _xlsx_rows(sheet: Any) -> Iterator[tuple[object, ...]]:
+    """The sheet's rows, each as long as its last cell, not padded to the declared dimension.
+
+    Read-only openpyxl pads every row to the sheet's ``<dimension>``, which the file states and may
+    state as A1:XFD1048576: a few kilobytes would become 17 billion empty cells. Forgetting it makes
+    openpyxl size each row by its own cells.
+    """
+    sheet.reset_dimensions()
+    # Rows missing from the file still come, as (); skipping them here keeps a far cell cheap.
+    return (row for row in sheet.iter_rows(values_only=True) if row)
 
 
 def _sheet_page(number: int, name: str, rows: Iterable[Iterable[object]], budget: TextBudget) -> Page:

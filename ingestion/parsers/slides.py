@@ -6,8 +6,11 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-import pptx
-from pptx.enum.shapes import MSO_SHAPE_TYPE
+from pptx.opc.package import PartFactory
+from pptx.package import Package
+from pptx.parts.presentation import PresentationPart
+from pptx.shapes.group import GroupShape
+from pptx.shapes.picture import Picture
 
 from ingestion import sniff
 from ingestion.config import ParseLimits
@@ -15,10 +18,19 @@ from ingestion.errors import PermanentError, ReasonCode
 from ingestion.model import Block, Page, ParsedDocument
 from ingestion.parsers.base import TextBudget, paragraphs, row_blocks, row_text
 
+# Shows and templates (.ppsx, .potx, and their macro-enabled .ppsm, .potm) hold the same
+# PresentationML as a .pptx. python-pptx maps most of their content types to its presentation part
+# but not the macro-enabled show and template; PartFactory.part_type_for is its registry for this.
+for _content_type in (
+    "application/vnd.ms-powerpoint.slideshow.macroEnabled.main+xml",
+    "application/vnd.ms-powerpoint.template.macroEnabled.main+xml",
+):
+    PartFactory.part_type_for.setdefault(_content_type, PresentationPart)
+
 
 def parse_pptx(path: Path, limits: ParseLimits) -> ParsedDocument:
-    """Pages numbered by slide (from 1)."""
-    presentation = pptx.Presentation(str(path))
+    """Pages numbered by slide (from 1); shows, templates and macro-enabled decks alike."""
+    presentation = _open(path)
     slides = presentation.slides
     if len(slides) > limits.max_pages:
         raise PermanentError(
@@ -31,6 +43,17 @@ def parse_pptx(path: Path, limits: ParseLimits) -> ParsedDocument:
         raise PermanentError(ReasonCode.NO_TEXT_LAYER, "the slides hold only pictures; OCR is not configured")
     title = (presentation.core_properties.title or "").strip() or None
     return ParsedDocument(sniff.PPTX, pages, title=title)
+
+
+def _open(path: Path) -> Any:
+    """The presentation, as ``pptx.Presentation`` opens it, less its refusal of shows and templates."""
+    part = Package.open(str(path)).main_document_part
+    if not isinstance(part, PresentationPart):
+        raise PermanentError(
+            ReasonCode.UNSUPPORTED_TYPE,
+            f"a PowerPoint package whose main part is {part.content_type}, not a presentation",
+        )
+    return part.presentation
 
 
 def _slide_blocks(slide: Any, budget: TextBudget) -> Iterator[Block]:
@@ -57,13 +80,17 @@ def _slide_blocks(slide: Any, budget: TextBudget) -> Iterator[Block]:
 
 
 def _has_pictures(slides: Iterable[Any]) -> bool:
-    return any(shape.shape_type == MSO_SHAPE_TYPE.PICTURE for slide in slides for shape in _shapes(slide.shapes))
+    return any(isinstance(shape, Picture) for slide in slides for shape in _shapes(slide.shapes))
 
 
 def _shapes(shapes: Iterable[Any]) -> Iterator[Any]:
-    """Every shape, groups entered (depth first, in z-order)."""
+    """Every shape, groups entered (depth first, in z-order).
+
+    Told apart by class, not ``shape_type``: that raises NotImplementedError for an auto shape
+    without a preset geometry, which still holds text.
+    """
     for shape in shapes:
-        if shape.shape_type == MSO_SHAPE_TYPE.GROUP:
+        if isinstance(shape, GroupShape):
             yield from _shapes(shape.shapes)
         else:
             yield shape

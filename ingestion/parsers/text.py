@@ -8,20 +8,22 @@ from pathlib import Path
 
 from striprtf.striprtf import rtf_to_text
 
-from ingestion import sniff
+from ingestion import sniff, sniff_text
 from ingestion.config import ParseLimits
 from ingestion.errors import PermanentError, ReasonCode
 from ingestion.model import Block, Page, ParsedDocument
 from ingestion.parsers.base import paragraph_blocks
 
-_ATX = re.compile(r"^ {0,3}(#{1,6})(?:[ \t]+(.*?))??(?:[ \t]+#+)?[ \t]*$")
+# The opening of an ATX heading; its text and optional closing "#"s are taken apart with string
+# methods, because a regex for the closing sequence after lazy text backtracks quadratically.
+_ATX_OPENING = re.compile(r" {0,3}(#{1,6})(?:[ \t]|$)")
 _SETEXT = re.compile(r"^ {0,3}(=+|-+)[ \t]*$")
 _FENCE = re.compile(r"^ {0,3}(`{3,}|~{3,})")
 
 
 def read_text(path: Path, limits: ParseLimits) -> str:
-    """The file decoded (``sniff.decode_text``), refused when it alone is over the text limit."""
-    text = sniff.decode_text(path.read_bytes())
+    """The file decoded (``sniff_text.decode_text``), refused when it alone is over the text limit."""
+    text = sniff_text.decode_text(path.read_bytes())
     if len(text) > limits.max_text_chars:
         raise PermanentError(
             ReasonCode.TOO_LARGE, f"{len(text):,} characters, over the limit of {limits.max_text_chars:,}"
@@ -70,13 +72,13 @@ def markdown_blocks(text: str) -> Iterator[Block]:
             fence = opening.group(1)[:3]
             paragraph.append(line)
             continue
-        atx = _ATX.match(line)
+        atx = _atx_heading(line)
         setext = _SETEXT.match(line) if paragraph else None
         if atx:
             yield from _paragraph(paragraph)
-            heading = (atx.group(2) or "").strip()
+            level, heading = atx
             if heading:
-                yield Block(heading, heading_level=len(atx.group(1)))
+                yield Block(heading, heading_level=level)
         elif setext:
             heading = " ".join(part.strip() for part in paragraph)
             paragraph.clear()
@@ -86,6 +88,19 @@ def markdown_blocks(text: str) -> Iterator[Block]:
         else:
             yield from _paragraph(paragraph)
     yield from _paragraph(paragraph)
+
+
+def _atx_heading(line: str) -> tuple[int, str] | None:
+    """The level and text of an ATX heading line (closing "#"s removed), or None for another line."""
+    opening = _ATX_OPENING.match(line)
+    if opening is None:
+        return None
+    text = line[opening.end() :].strip(" \t")
+    unclosed = text.rstrip("#")
+    # A closing sequence follows a space ("# Title ##"), or is all there is ("## ##"); "# C#" keeps its "#".
+    if not unclosed or unclosed[-1] in " \t":
+        text = unclosed.rstrip(" \t")
+    return len(opening.group(1)), text
 
 
 def _paragraph(lines: list[str]) -> Iterator[Block]:

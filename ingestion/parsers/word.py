@@ -6,24 +6,40 @@ import re
 from collections.abc import Iterator
 from pathlib import Path
 
-import docx
 from docx.document import Document
+from docx.opc.part import PartFactory
 from docx.oxml.ns import qn
+from docx.package import Package
+from docx.parts.document import DocumentPart
 from docx.table import Table, _Cell
 from docx.text.paragraph import Paragraph
 
 from ingestion import sniff
 from ingestion.config import ParseLimits
+from ingestion.errors import PermanentError, ReasonCode
 from ingestion.model import Block, Page, ParsedDocument
 from ingestion.parsers.base import CELL_SEPARATOR, TextBudget, row_blocks
 
 _HEADING_STYLE = re.compile(r"^heading\s*([1-9])$", re.IGNORECASE)
 _SDT_CONTENT = "{http://schemas.openxmlformats.org/wordprocessingml/2006/main}sdtContent"
 
+# Templates (.dotx) and macro-enabled files (.docm, .dotm) hold the same WordprocessingML as a
+# .docx under other content types. python-docx maps only the .docx type to its document part;
+# PartFactory.part_type_for is its registry for exactly this, so the other types are added to it.
+for _content_type in (
+    "application/vnd.openxmlformats-officedocument.wordprocessingml.template.main+xml",
+    "application/vnd.ms-word.document.macroEnabled.main+xml",
+    "application/vnd.ms-word.template.macroEnabledTemplate.main+xml",
+):
+    PartFactory.part_type_for.setdefault(_content_type, DocumentPart)
+
 
 def parse_docx(path: Path, limits: ParseLimits) -> ParsedDocument:
-    """One page (``number=None``) of heading, paragraph and table blocks; headers/footers skipped."""
-    document: Document = docx.Document(str(path))
+    """One page (``number=None``) of heading, paragraph and table blocks; headers/footers skipped.
+
+    Templates and macro-enabled documents read the same way (macros are never run, nor read).
+    """
+    document = _open(path)
     budget = TextBudget(limits.max_text_chars)
     blocks: list[Block] = []
     for item in _body_items(document):
@@ -35,6 +51,17 @@ def parse_docx(path: Path, limits: ParseLimits) -> ParsedDocument:
             blocks.extend(row_blocks(_table_rows(item), budget))
     title = (document.core_properties.title or "").strip() or None
     return ParsedDocument(sniff.DOCX, (Page(None, tuple(blocks)),), title=title)
+
+
+def _open(path: Path) -> Document:
+    """The document, as ``docx.Document`` opens it, less its refusal of templates and macro-enabled files."""
+    part = Package.open(str(path)).main_document_part
+    if not isinstance(part, DocumentPart):
+        raise PermanentError(
+            ReasonCode.UNSUPPORTED_TYPE, f"a Word package whose main part is {part.content_type}, not a document"
+        )
+    document: Document = part.document
+    return document
 
 
 def _body_items(document: Document) -> Iterator[Paragraph | Table]:

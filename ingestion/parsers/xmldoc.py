@@ -10,7 +10,7 @@ from pathlib import Path
 
 import lxml.etree
 
-from ingestion import sniff
+from ingestion import sniff, sniff_text
 from ingestion.config import ParseLimits
 from ingestion.errors import PermanentError, ReasonCode
 from ingestion.model import Block, Page, ParsedDocument
@@ -34,7 +34,7 @@ def parse_xml_bytes(data: bytes) -> lxml.etree._Element:
         return lxml.etree.fromstring(data, safe_parser())
     except lxml.etree.XMLSyntaxError as first_error:
         try:
-            text = _XML_DECLARATION.sub("", sniff.decode_text(data), count=1)
+            text = _XML_DECLARATION.sub("", sniff_text.decode_text(data), count=1)
             return lxml.etree.fromstring(text, safe_parser())
         except (lxml.etree.XMLSyntaxError, PermanentError):
             raise first_error from None

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import io
+import re
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -77,3 +80,21 @@ def minimal_pdf(*page_texts: str, image_on_blank_pages: bool = False) -> bytes:
     out += b"".join(f"{offset:010d} 00000 n \n".encode() for offset in offsets)
     out += f"trailer\n<< /Size {len(objects) + 1} /Root 1 0 R >>\nstartxref\n{xref}\n%%EOF\n".encode()
     return out
+
+
+def with_main_content_type(package: bytes, content_type: str) -> bytes:
+    """An Office package (zip) with its main part re-declared as ``content_type`` (.docm, .ppsx, ...)."""
+    source = zipfile.ZipFile(io.BytesIO(package))
+    out = io.BytesIO()
+    with source, zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as target:
+        for info in source.infolist():
+            data = source.read(info)
+            if info.filename == "[Content_Types].xml":
+                data = re.sub(
+                    rb'(PartName="/(?:word/document|ppt/presentation|xl/workbook)\.xml" ContentType=")[^"]+',
+                    rb"\g<1>" + content_type.encode(),
+                    data,
+                )
+                assert content_type.encode() in data
+            target.writestr(info, data)
+    return out.getvalue()

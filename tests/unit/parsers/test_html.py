@@ -82,3 +82,20 @@ def test_deeply_nested_markup_does_not_exhaust_the_stack(tmp_path: Path, parse: 
     path = tmp_path / "deep.html"
     path.write_text("<html><body>" + "<div>" * 1500 + "deep text" + "</div>" * 1500 + "</body></html>")
     assert "deep text" in parse(path).text
+
+
+def test_a_page_nested_past_the_parser_depth_limit_keeps_all_its_text(tmp_path: Path, parse: Extract) -> None:
+    """5,000 unclosed <div>s (past libxml2's 2,048 even with huge_tree) lose no text, nor show scripts."""
+    rows = "".join(f"<div class=row>entry number {index}\n" for index in range(5000))
+    path = tmp_path / "unclosed.html"
+    path.write_text(
+        "<html><head><title>Log</title></head><body>\n"
+        f"{rows}<script>var hidden = 1;</script><h2>Summary</h2><p>THE END</p></body></html>"
+    )
+    document = parse(path)
+    blocks = list(document.pages[0].blocks)
+    assert document.title == "Log"
+    assert blocks[:2] == [Block("Log", 1), Block("entry number 0")]
+    assert [block.text for block in blocks].count("entry number 4999") == 1
+    assert blocks[-2:] == [Block("Summary", 2), Block("THE END")]
+    assert "hidden" not in document.text

@@ -5,6 +5,8 @@ from __future__ import annotations
 from email.message import EmailMessage
 from pathlib import Path
 
+import pytest
+
 from ingestion.errors import ReasonCode
 from ingestion.model import Block
 from tests.unit.parsers.conftest import Extract, refusal
@@ -97,3 +99,33 @@ def test_a_legacy_charset_body_is_decoded(corpus: Path, parse: Extract) -> None:
 def test_an_email_named_txt_is_still_an_email(corpus: Path, parse: Extract) -> None:
     """Content decides: a message saved as .txt is parsed as e-mail."""
     assert parse(corpus / "fake-email.txt").content_type == "message/rfc822"
+
+
+@pytest.mark.parametrize("charset", ["base64", "rot13", "zlib"])
+def test_a_charset_that_is_a_codec_but_not_a_text_encoding_falls_back(
+    tmp_path: Path, parse: Extract, charset: str
+) -> None:
+    """charset=base64 (known to codecs.lookup, refused by bytes.decode) is ignored and the body guessed."""
+    path = tmp_path / "odd.eml"
+    path.write_bytes(
+        b"From: a@example.com\nTo: b@example.com\nSubject: hi\n"
+        b"Content-Type: text/plain; charset=" + charset.encode() + b"\n\nHello world, this is the body.\n"
+    )
+    assert "Hello world, this is the body." in parse(path).text
+
+
+def test_thousands_of_nested_multiparts_are_corrupt(tmp_path: Path, parse: Extract) -> None:
+    """A 2,000-deep multipart nesting (past Python's recursion limit) ends as corrupt, not a crash."""
+    depth = 2000
+    opening = b"".join(
+        b"Content-Type: multipart/mixed; boundary=b%d\n\n--b%d\n" % (level, level) for level in range(depth)
+    )
+    closing = b"".join(b"--b%d--\n" % level for level in reversed(range(depth)))
+    path = tmp_path / "deep.eml"
+    path.write_bytes(
+        b"From: a@example.com\nTo: b@example.com\nSubject: deep\nMIME-Version: 1.0\n"
+        + opening
+        + b"Content-Type: text/plain\n\nhello deep\n"
+        + closing
+    )
+    assert refusal(lambda: parse(path)) == (ReasonCode.CORRUPT, "MIME parts nested too deeply to read")

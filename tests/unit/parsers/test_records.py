@@ -45,3 +45,16 @@ def test_json_without_text_values_is_empty(tmp_path: Path, parse: Extract) -> No
     path.write_text('{"a": null, "b": [], "c": {}}')
     reason, _ = refusal(lambda: parse(path))
     assert reason is ReasonCode.EMPTY
+
+
+def test_a_lone_surrogate_escape_becomes_a_replacement_character(tmp_path: Path, parse: Extract) -> None:
+    r"""JSON's "\ud800" (valid JSON, not valid Unicode) is indexed as U+FFFD, so the text encodes as UTF-8."""
+    path = tmp_path / "report.json"
+    path.write_text('{"title": "Report \\ud800 draft", "emoji": "\\ud83d\\ude00", "body": "Numbers improved"}')
+    document = parse(path)
+    assert [block.text for block in document.pages[0].blocks] == [
+        "title: Report \ufffd draft",
+        "emoji: \U0001f600",
+        "body: Numbers improved",
+    ]
+    assert document.text.encode("utf-8")

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import io
 import json
+import struct
 import zipfile
 from pathlib import Path
+from typing import Any
 
+import docx
 import pytest
 
 from ingestion import parsers, sniff
@@ -138,3 +142,69 @@ def test_a_damaged_ole_container_is_corrupt(tmp_path: Path, parse: Extract) -> N
     reason, message = refusal(lambda: parse(path))
     assert reason is ReasonCode.CORRUPT
     assert "OLE2" in message
+
+
+# Where an entry's fields sit: (signature, offsets of "version", "flags", "method", name length, name).
+_ZIP_HEADERS = (
+    (b"PK\x01\x02", {"version": 6, "flags": 8, "method": 10}, 28, 46),  # central directory
+    (b"PK\x03\x04", {"version": 4, "flags": 6, "method": 8}, 26, 30),  # local header
+)
+
+
+def _patch_entry(archive: bytes, name: str, *, rename: bytes = b"", **fields: int) -> bytes:
+    """``archive`` with header fields of entry ``name`` overwritten (both headers), or its name bytes."""
+    data = bytearray(archive)
+    for signature, offsets, length_at, name_at in _ZIP_HEADERS:
+        start = data.find(signature)
+        while start >= 0:
+            (length,) = struct.unpack_from("<H", data, start + length_at)
+            if data[start + name_at : start + name_at + length] == name.encode():
+                for field, value in fields.items():
+                    struct.pack_into("<H", data, start + offsets[field], value)
+                if rename:
+                    data[start + name_at : start + name_at + length] = rename
+            start = data.find(signature, start + 4)
+    return bytes(data)
+
+
+def _docx_bytes() -> bytes:
+    buffer = io.BytesIO()
+    document = docx.Document()
+    document.add_paragraph("Some text")
+    document.save(buffer)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("patch", "reason", "words"),
+    [
+        ({"method": 99}, ReasonCode.UNSUPPORTED_TYPE, "compression method 99"),
+        ({"version": 255}, ReasonCode.CORRUPT, "zip file version 25.5"),
+        ({"flags": 0x20}, ReasonCode.CORRUPT, "flag bit 5"),
+        ({"flags": 0x40}, ReasonCode.ENCRYPTED, "password-protected"),
+        ({"flags": 0x1}, ReasonCode.ENCRYPTED, "password-protected"),
+        ({"flags": 0x800, "rename": b"word/docume\xff\xfe.xml"}, ReasonCode.CORRUPT, "can't decode"),
+    ],
+)
+def test_zip_entries_zipfile_cannot_read_end_with_a_reason(
+    tmp_path: Path, parse: Extract, patch: dict[str, Any], reason: ReasonCode, words: str
+) -> None:
+    """Unknown compression, a newer zip version, unsupported flags or a bad entry name: a reason, not a crash."""
+    path = tmp_path / "damaged.docx"
+    path.write_bytes(_patch_entry(_docx_bytes(), "word/document.xml", **patch))
+    refused, message = refusal(lambda: parse(path))
+    assert refused is reason
+    assert words in message
+
+
+def test_an_odt_whose_mimetype_entry_cannot_be_read_is_corrupt(tmp_path: Path, parse: Extract) -> None:
+    """The sniffer reads an ODF package's mimetype entry; when zipfile cannot, the file is corrupt."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("mimetype", "application/vnd.oasis.opendocument.text")
+        archive.writestr("content.xml", "<office:document-content/>")
+    path = tmp_path / "notes.odt"
+    path.write_bytes(_patch_entry(buffer.getvalue(), "mimetype", flags=0x20))
+    reason, message = refusal(lambda: parse(path))
+    assert reason is ReasonCode.CORRUPT
+    assert "mimetype entry cannot be read" in message

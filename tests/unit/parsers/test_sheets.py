@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
+import zipfile
 from pathlib import Path
 
 import openpyxl
+import pytest
 
 from ingestion.errors import ReasonCode
 from ingestion.model import Block
-from tests.unit.parsers.conftest import Extract, refusal
+from tests.unit.parsers.conftest import Extract, refusal, with_main_content_type
 
 
 def _workbook(path: Path, rows: int = 3) -> Path:
@@ -81,3 +84,70 @@ def test_the_file_name_does_not_matter(tmp_path: Path, parse: Extract) -> None:
     path = _workbook(tmp_path / "book.xlsx")
     anonymous = path.rename(tmp_path / "source")
     assert "Checked by Ana" in parse(anonymous, name="").text
+
+
+def test_a_sheet_declaring_the_whole_grid_reads_only_its_cells(tmp_path: Path, parse: Extract) -> None:
+    """A <dimension> of A1:XFD2000 with two real cells parses in well under a second, both cells kept."""
+    source = _workbook(tmp_path / "book.xlsx")
+    path = tmp_path / "grid.xlsx"
+    with zipfile.ZipFile(source) as original, zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as copy:
+        for item in original.infolist():
+            data = original.read(item)
+            if item.filename == "xl/worksheets/sheet1.xml":
+                data = re.sub(rb'<dimension ref="[^"]+"', b'<dimension ref="A1:XFD1048576"', data)
+                far = b'<row r="2000"><c r="B2000" t="inlineStr"><is><t>far cell</t></is></c></row>'
+                data = data.replace(b"</sheetData>", far + b"</sheetData>")
+            copy.writestr(item, data)
+    document = parse(path)  # padded to the declared grid, this would be 17 billion cells: a hang
+    assert document.pages[0].text.startswith("Sales\n\nRegion | Amount")
+    assert document.pages[0].text.endswith("far cell")
+
+
+def test_a_binary_workbook_is_unsupported_with_advice(tmp_path: Path, parse: Extract) -> None:
+    """An .xlsb (binary parts, not XML) is unsupported, and the message says to save it as .xlsx."""
+    path = tmp_path / "book.xlsb"
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("[Content_Types].xml", "<Types/>")
+        archive.writestr("xl/workbook.bin", b"\x83\x01\x00" * 50)
+        archive.writestr("xl/worksheets/sheet1.bin", b"\x81\x01\x00" * 50)
+    assert refusal(lambda: parse(path)) == (
+        ReasonCode.UNSUPPORTED_TYPE,
+        "binary workbook .xlsb is not supported; save as .xlsx",
+    )
+
+
+@pytest.mark.parametrize(
+    ("damage", "error"),
+    [
+        ({10219: 215}, "AssertionError"),  # a compound-document sector chain xlrd asserts on
+        ({2580: 29, 4457: 27, 10333: 80, 11855: 241}, "KeyError"),  # a record xlrd looks up unguarded
+    ],
+)
+def test_a_damaged_xls_is_corrupt(
+    corpus: Path, tmp_path: Path, parse: Extract, damage: dict[int, int], error: str
+) -> None:
+    """xlrd's asserts and unguarded lookups on a damaged Excel 97-2003 file end as corrupt, not a crash."""
+    data = bytearray((corpus / "tests-example.xls").read_bytes())
+    for offset, value in damage.items():
+        data[offset] = value
+    path = tmp_path / "damaged.xls"
+    path.write_bytes(bytes(data))
+    reason, message = refusal(lambda: parse(path))
+    assert reason is ReasonCode.CORRUPT
+    assert message.startswith(error)
+
+
+@pytest.mark.parametrize(
+    "content_type",
+    [
+        "application/vnd.ms-excel.sheet.macroEnabled.main+xml",  # .xlsm
+        "application/vnd.openxmlformats-officedocument.spreadsheetml.template.main+xml",  # .xltx
+    ],
+)
+def test_macro_enabled_workbooks_and_templates_are_read_like_xlsx(
+    tmp_path: Path, parse: Extract, content_type: str
+) -> None:
+    """.xlsm and .xltx hold the same SpreadsheetML: their cells are indexed."""
+    path = tmp_path / "book.xlsm"
+    path.write_bytes(with_main_content_type(_workbook(tmp_path / "book.xlsx").read_bytes(), content_type))
+    assert "Checked by Ana" in parse(path).text

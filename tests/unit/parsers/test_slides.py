@@ -6,11 +6,14 @@ import zipfile
 from pathlib import Path
 
 import pptx
+import pytest
+from pptx.enum.shapes import MSO_SHAPE
+from pptx.oxml.ns import qn
 from pptx.util import Inches
 
 from ingestion.errors import ReasonCode
 from ingestion.model import Block
-from tests.unit.parsers.conftest import Extract, refusal
+from tests.unit.parsers.conftest import Extract, refusal, with_main_content_type
 
 
 def _deck(path: Path) -> Path:
@@ -69,3 +72,38 @@ def test_a_deck_of_pictures_has_no_text_layer(corpus: Path, parse: Extract) -> N
     """A slide holding only a picture has content but no text: no_text_layer, for a person to review."""
     reason, _ = refusal(lambda: parse(corpus / "picture.pptx"))
     assert reason is ReasonCode.NO_TEXT_LAYER
+
+
+@pytest.mark.parametrize(
+    "content_type",
+    [
+        "application/vnd.ms-powerpoint.presentation.macroEnabled.main+xml",  # .pptm
+        "application/vnd.openxmlformats-officedocument.presentationml.slideshow.main+xml",  # .ppsx
+        "application/vnd.openxmlformats-officedocument.presentationml.template.main+xml",  # .potx
+        "application/vnd.ms-powerpoint.slideshow.macroEnabled.main+xml",  # .ppsm
+        "application/vnd.ms-powerpoint.template.macroEnabled.main+xml",  # .potm
+    ],
+)
+def test_shows_templates_and_macro_enabled_decks_are_read_like_pptx(
+    tmp_path: Path, parse: Extract, content_type: str
+) -> None:
+    """.pptm, .ppsx, .potx, .ppsm and .potm hold the same PresentationML: their slides are indexed."""
+    path = tmp_path / "show.ppsx"
+    path.write_bytes(with_main_content_type(_deck(tmp_path / "deck.pptx").read_bytes(), content_type))
+    document = parse(path)
+    assert [page.number for page in document.pages] == [1, 2]
+    assert document.pages[0].blocks[0] == Block("Roadmap", 1)
+
+
+def test_a_shape_of_unknown_type_keeps_its_text_and_the_deck(tmp_path: Path, parse: Extract) -> None:
+    """An auto shape without a preset geometry (python-pptx cannot name its type) still gives its text."""
+    presentation = pptx.Presentation()
+    slide = presentation.slides.add_slide(presentation.slide_layouts[6])
+    shape = slide.shapes.add_shape(MSO_SHAPE.RECTANGLE, Inches(1), Inches(1), Inches(2), Inches(1))
+    shape.text_frame.text = "Quarterly revenue grew 12 percent"
+    geometry = shape._element.spPr.find(qn("a:prstGeom"))
+    shape._element.spPr.remove(geometry)
+    slide.shapes.add_textbox(Inches(1), Inches(3), Inches(4), Inches(1)).text_frame.text = "Next steps"
+    path = tmp_path / "deck.pptx"
+    presentation.save(str(path))
+    assert parse(path).text == "Quarterly revenue grew 12 percent\n\nNext steps"

@@ -187,3 +187,100 @@ def test_sniff_file_detects_ndjson_from_a_stream(tmp_path: Path) -> None:
     path = tmp_path / "records.log"
     path.write_text(buffer.getvalue())
     assert sniff_file(path, path.name) == sniff.NDJSON
+
+
+@pytest.mark.parametrize(
+    ("head", "expected"),
+    [
+        (b"# About PDF\n\nEvery PDF file begins with the header %PDF-1.7 followed by objects.\n", sniff.PLAIN),
+        ("Caf\u00e9 notes: a PDF starts with %PDF-1.4\n".encode("cp1252"), sniff.PLAIN),
+        (codecs.BOM_UTF8 + b"%PDF-1.7\n", sniff.PDF),
+        (b"\r\n  %PDF-1.7\n", sniff.PDF),
+        (b"\x8f\x02\xa3\x00\x17junk%PDF-1.5\n", sniff.PDF),
+    ],
+)
+def test_a_pdf_header_counts_at_the_start_or_after_non_text_only(head: bytes, expected: str) -> None:
+    """Text that quotes "%PDF-1.7" is text; a BOM, whitespace or binary junk before the header is a PDF."""
+    assert sniff_head(head) == expected
+
+
+@pytest.mark.timeout(30)  # a backtracking regex doubles its time per comment: 60 of them never finish
+def test_comments_before_the_root_element_are_skipped_in_linear_time() -> None:
+    """Sixty comments before the content are skipped in one pass, not by trying every grouping."""
+    assert classify_text("<!-- c -->\n" * 60 + "plain text after comments\n", "notes") == sniff.PLAIN
+    licensed = (
+        '<?xml version="1.0"?>\n'
+        + "".join(f"<!-- license line {index} -->\n" for index in range(200))
+        + '<?xml-stylesheet type="text/xsl" href="s.xsl"?>\n<catalog><book>Title</book></catalog>\n'
+    )
+    assert classify_text(licensed, "catalog.xml") == sniff.XML
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ('<!DOCTYPE note [<!ENTITY a "b>c">]>\n<!-- c --><note>x</note>', sniff.XML),
+        ("<!-- a --> <!-- b -->\n<html><body><p>x</p></body></html>", sniff.HTML),
+        ('<?xml-stylesheet href="s.xsl"?>\n<!-- c --><rss><channel>x</channel></rss>', sniff.XML),
+        ("<!-- never closed <html>", sniff.PLAIN),
+    ],
+)
+def test_the_root_element_is_found_past_the_prolog(text: str, expected: str) -> None:
+    """Declarations, processing instructions, comments and a DOCTYPE (internal subset too) are skipped."""
+    assert classify_text(text) == expected
+
+
+def test_csv_sniffing_reads_fields_over_the_default_field_limit() -> None:
+    """A field over csv's default 128 KiB limit does not fail the delimiter check."""
+    assert sniff.csv_delimiter("id,blob\n1," + "x" * 200_000 + "\n2,short\n") == ","
+
+
+WESTERN = [
+    "Café déjà vu — naïve façade, “quoted” text. Señor Muñoz pagó 50 € por la reunión.\n",
+    "Les élèves ont étudié à l'école pendant l'été. Le directeur a félicité chaque élève.\n",
+    "Die Bürger müssen ihre Anträge bis Ende März einreichen. Größere Änderungen folgen.\n",
+    "Perché la città è così bella? Più di mille persone hanno visitato il museo già.\n",
+    "A educação é fundamental. Não há razão para preocupações com as eleições de março.\n",
+    "Jeg har spist rødgrød med fløde på øen. Flickan sjöng en sång för sin mormor i går.\n",
+    "Þetta er íslenskur texti. Við förum í búðina á morgun og kaupum brauð.\n",
+    "Résumé: 10 years experience; skills — Python, SQL; “team player”; references on request.\n",
+]
+
+
+@pytest.mark.parametrize("text", WESTERN)
+def test_western_european_cp1252_text_decodes_exactly(text: str) -> None:
+    """cp1252 wins over code pages charset-normalizer scores as good or better ("déją" in cp1257)."""
+    assert decode_text(text.encode("cp1252")) == text
+    assert decode_text((text * 20).encode("cp1252")) == text * 20
+
+
+@pytest.mark.parametrize(
+    ("encoding", "text"),
+    [
+        ("cp1250", "Proszę o przesłanie faktury do końca miesiąca. Dziękuję bardzo za współpracę."),
+        ("cp1250", "Všechny dokumenty jsou připraveny k odeslání. Prosím o potvrzení přijetí zprávy."),
+        ("cp1251", "Привет, как дела? Это тестовый документ о погоде в Москве."),
+        ("koi8_r", "Привет, как дела? Это тестовый документ о погоде в Москве."),
+        ("cp1253", "Καλημέρα σας, αυτό είναι ένα δοκιμαστικό έγγραφο."),
+        ("gbk", "这是一个中文测试文档。今天天气很好。"),
+    ],
+)
+def test_other_legacy_encodings_are_not_taken_for_western(encoding: str, text: str) -> None:
+    """Polish, Czech, Cyrillic, Greek and Chinese bytes read badly as cp1252, so the detector decides."""
+    assert decode_text(text.encode(encoding)) == text
+
+
+@pytest.mark.parametrize(
+    ("text", "name", "expected"),
+    [
+        ('<p align="center"><img src="logo.png"></p>\n\n# MyProject\n', "README.md", sniff.MARKDOWN),
+        ('<div align="center">\n  <h1>Tool</h1>\n</div>\n\n## Usage\n', "docs.markdown", sniff.MARKDOWN),
+        ('<?xml version="1.0"?><note>x</note>', "note.md", sniff.MARKDOWN),
+        ("<!DOCTYPE html><html><body><p>x</p></body></html>", "page.md", sniff.HTML),
+        ("<html><body><h1>x</h1><p>y</p></body></html>", "page.md", sniff.HTML),
+        ('<p align="center"><img src="logo.png"></p>\n\n# MyProject\n', "README", sniff.HTML),
+    ],
+)
+def test_a_markdown_name_yields_only_to_an_html_document(text: str, name: str, expected: str) -> None:
+    """With a .md/.markdown name, inline HTML stays Markdown; only a doctype or <html> root makes it HTML."""
+    assert classify_text(text, name) == expected

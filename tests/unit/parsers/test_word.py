@@ -6,10 +6,11 @@ import zipfile
 from pathlib import Path
 
 import docx
+import pytest
 
 from ingestion.errors import ReasonCode
 from ingestion.model import Block
-from tests.unit.parsers.conftest import Extract, refusal
+from tests.unit.parsers.conftest import Extract, refusal, with_main_content_type
 
 
 def _report(path: Path) -> Path:
@@ -81,3 +82,22 @@ def test_a_truncated_docx_is_corrupt(tmp_path: Path, parse: Extract) -> None:
     path.write_bytes(_report(tmp_path / "full.docx").read_bytes()[:2000])
     reason, _ = refusal(lambda: parse(path))
     assert reason is ReasonCode.CORRUPT
+
+
+@pytest.mark.parametrize(
+    "content_type",
+    [
+        "application/vnd.ms-word.document.macroEnabled.main+xml",  # .docm
+        "application/vnd.openxmlformats-officedocument.wordprocessingml.template.main+xml",  # .dotx
+        "application/vnd.ms-word.template.macroEnabledTemplate.main+xml",  # .dotm
+    ],
+)
+def test_macro_enabled_documents_and_templates_are_read_like_docx(
+    tmp_path: Path, parse: Extract, content_type: str
+) -> None:
+    """.docm, .dotx and .dotm hold the same WordprocessingML: their text is indexed like a .docx's."""
+    path = tmp_path / "macro.docm"
+    path.write_bytes(with_main_content_type(_report(tmp_path / "report.docx").read_bytes(), content_type))
+    document = parse(path)
+    assert document.title == "Quarterly report"
+    assert Block("Results", 1) in document.pages[0].blocks
