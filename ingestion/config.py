@@ -10,9 +10,9 @@ from __future__ import annotations
 import os
 import tempfile
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 T = TypeVar("T")
 
@@ -111,10 +111,6 @@ class Settings:
         if settings.index.batch_docs > 1000:
             raise SettingsError("INGEST_INDEX_BATCH_DOCS must be at most 1000 (the service limit)")
         return settings
-
-    def as_dict(self) -> dict[str, Any]:
-        """A loggable view (no secrets live here yet)."""
-        return {f.name: str(getattr(self, f.name)) for f in fields(self)}
 
 
 class _Reader:

@@ -80,12 +80,8 @@ def read_json(services: Services, key: str) -> Any:
 
 
 def write_json(services: Services, key: str, value: Any) -> None:
-    text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
-    try:
-        data = text.encode()
-    except UnicodeEncodeError:  # lone surrogates (undecodable input): JSON escapes keep them intact
-        data = json.dumps(value, ensure_ascii=True, separators=(",", ":")).encode()
-    services.artifacts.put(key, data)
+    # Text reaching artifacts is valid Unicode: the parser registry replaces lone surrogates.
+    services.artifacts.put(key, json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode())
 
 
 def bounded_batches(items: Iterable[T], max_items: int, max_cost: int, cost: Callable[[T], int]) -> Iterator[list[T]]:
