@@ -1,28 +1,75 @@
 """Azure Functions entry point (Python v2 programming model): bindings only, no logic.
 
-Today it serves health and search over HTTP; the blob trigger, the Durable orchestrator and the
-reconciler's timer arrive with their issues. Services are built on first use, not at import:
-Flex Consumption gives an app 30 s to start, and settings errors should surface in a response.
+- ``start_ingestion``: blob trigger on ``uploads`` fed by Event Grid (the only blob trigger Flex
+  Consumption has), bound to a ``BlobClient`` so the body never reaches this worker; it registers
+  the blob's version and starts ``ingest_document`` under a deterministic instance id.
+- ``remove_deleted_blob``: Event Grid trigger for ``BlobDeleted`` (the blob trigger drops deletes).
+- ``ingest_document``: the orchestrator; the stages and ``record_outcome`` are its activities.
+- HTTP: ``health`` (anonymous), ``search`` and ``documents/{doc_id}`` for the chatbot.
+
+Services are built on first use, not at import (``ingestion.bootstrap.shared_services``).
 """
 
 from __future__ import annotations
 
 import json
-from functools import cache
+from collections.abc import Generator
+from typing import Any
 
+import azure.durable_functions as df
 import azure.functions as func
+import azurefunctions.extensions.bindings.blob as blob_binding
 
+from ingestion import activities, triggers, workflow
 from ingestion.api import job_status, search
-from ingestion.bootstrap import build_services
-from ingestion.config import Settings
-from ingestion.services import Services
+from ingestion.bootstrap import shared_services as services
 
-app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
+app = df.DFApp(http_auth_level=func.AuthLevel.FUNCTION)
 
 
-@cache
-def services() -> Services:
-    return build_services(Settings.from_env())
+# ------------------------------------------------------------------ triggers and orchestration
+
+
+@app.function_name("start_ingestion")
+@app.blob_trigger(
+    arg_name="blob", path="uploads/{name}", connection="UploadsStorage", source=func.BlobSource.EVENT_GRID
+)
+@app.durable_client_input(client_name="client")
+async def start_ingestion(blob: blob_binding.BlobClient, client: df.DurableOrchestrationClient) -> None:
+    await triggers.ingest_blob(services(), client, blob.container_name, blob.blob_name)
+
+
+@app.function_name("remove_deleted_blob")
+@app.event_grid_trigger(arg_name="event")
+@app.durable_client_input(client_name="client")
+async def remove_deleted_blob(event: func.EventGridEvent, client: df.DurableOrchestrationClient) -> None:
+    await triggers.handle_blob_event(services(), client, event.event_type, event.subject)
+
+
+@app.function_name(workflow.ORCHESTRATOR)
+@app.orchestration_trigger(context_name="context")
+def ingest_document(context: df.DurableOrchestrationContext) -> Generator[Any, Any, dict[str, Any]]:
+    return (yield from workflow.ingest_document(context))
+
+
+def _stage_activity(name: str) -> None:
+    @app.function_name(name)
+    @app.activity_trigger(input_name="payload")
+    def stage(payload: dict[str, Any]) -> dict[str, Any]:
+        return activities.run_stage(services(), name, payload)
+
+
+for _stage in workflow.STAGE_ACTIVITIES:
+    _stage_activity(_stage)
+
+
+@app.function_name(workflow.RECORD_OUTCOME)
+@app.activity_trigger(input_name="payload")
+def record_outcome(payload: dict[str, Any]) -> dict[str, Any]:
+    return activities.record_outcome(services(), payload)
+
+
+# ------------------------------------------------------------------ HTTP
 
 
 def _json(body: object, status: int = 200) -> func.HttpResponse:

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 from ingestion.adapters.local_artifacts import FolderArtifactStore
 from ingestion.adapters.local_blob import FolderBlobSource
 from ingestion.adapters.local_embedder import HashingEmbedder
@@ -37,3 +41,43 @@ def build_services(settings: Settings) -> Services:
         tokenizer=tokenizer,
         closers=(jobs.close, index.close),
     )
+
+
+# ------------------------------------------------------------------ the app's shared services
+# function_app.py builds its services on first use (Flex Consumption gives an app 30 s to start,
+# and a settings error should surface in a response, not at import). Tests and the local host put
+# their own services in its place with ``using_services`` instead of patching the module.
+
+_lock = threading.Lock()
+_shared: Services | None = None
+
+
+def shared_services() -> Services:
+    """The services every function of the app uses: built once from the environment."""
+    global _shared  # noqa: PLW0603 -- one composition root per process, guarded by the lock
+    with _lock:
+        if _shared is None:
+            _shared = build_services(Settings.from_env())
+        return _shared
+
+
+@contextmanager
+def using_services(services: Services) -> Iterator[Services]:
+    """Make ``services`` the shared ones for the duration (tests, the local host's CLI)."""
+    global _shared  # noqa: PLW0603 -- see shared_services
+    with _lock:
+        previous, _shared = _shared, services
+    try:
+        yield services
+    finally:
+        with _lock:
+            _shared = previous
+
+
+def reset_shared_services() -> None:
+    """Close and forget the shared services; the next use builds them again from the environment."""
+    global _shared
+    with _lock:
+        current, _shared = _shared, None
+    if current is not None:
+        current.close()

@@ -1,4 +1,9 @@
-"""``python -m ingestion``: ingest a folder, search it, and ask what happened to each file."""
+"""``python -m ingestion``: ingest a folder, search it, and ask what happened to each file.
+
+``ingest`` runs the folder through the local host (``ingestion.devhost``): the same blob trigger,
+orchestration and activities as in Azure. ``status --wait`` and ``search --url`` serve scripts that
+talk to a host already running (``scripts/demo.sh``).
+"""
 
 from __future__ import annotations
 
@@ -8,13 +13,14 @@ import io
 import json
 import logging
 import sys
+import time
+import urllib.request
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
 from ingestion.api import all_jobs, citation, job_status, search
 from ingestion.bootstrap import build_services
-from ingestion.bulk import ingest_all
 from ingestion.config import Settings, SettingsError
 from ingestion.model import Job
 from ingestion.ports import SearchMode
@@ -27,15 +33,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     ingest = commands.add_parser("ingest", help="ingest every file of a folder and wait until each is terminal")
     ingest.add_argument("folder", type=Path)
-    ingest.add_argument("--workers", type=int, default=2)
+    ingest.add_argument("--workers", type=int, help="activities at once (INGEST_ACTIVITY_WORKERS, default 2)")
     ingest.add_argument("--json", action="store_true", help="one JSON record per document")
     find = commands.add_parser("search", help="hybrid search over the ingested chunks")
     find.add_argument("query")
     find.add_argument("--top", type=int, default=5)
     find.add_argument("--mode", choices=[m.value for m in SearchMode], default=SearchMode.HYBRID.value)
     find.add_argument("--json", action="store_true")
+    find.add_argument("--url", help="ask a running host instead (POST <url>/api/search), e.g. http://127.0.0.1:7071")
     status = commands.add_parser("status", help="every document's state and, when not indexed, why")
     status.add_argument("--json", action="store_true")
+    status.add_argument("--wait", type=float, metavar="SECONDS", help="first wait until no job is in progress")
     args = parser.parse_args(argv)
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
@@ -52,28 +60,77 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "ingest":
         if not args.folder.is_dir():
             parser.error(f"{args.folder} is not a folder")
-        settings = dataclasses.replace(settings, inbox_dir=args.folder)
+        host = (
+            settings.host if args.workers is None else dataclasses.replace(settings.host, activity_workers=args.workers)
+        )
+        return _ingest(dataclasses.replace(settings, inbox_dir=args.folder, host=host), as_json=args.json)
+    if args.command == "search" and args.url:
+        return _search_remote(args.url, args.query, args.top, as_json=args.json)
     services = build_services(settings)
     try:
-        if args.command == "ingest":
-            return _ingest(services, args.workers, as_json=args.json)
         if args.command == "search":
             return _search(services, args.query, args.top, SearchMode(args.mode), as_json=args.json)
+        if args.wait is not None and not _wait_settled(services, args.wait, quiet=args.json):
+            return 1
         return _status(services, as_json=args.json)
     finally:
         services.close()
 
 
-def _ingest(services: Services, workers: int, *, as_json: bool) -> int:
-    def progress(done: int, total: int, job: Job | None) -> None:
-        label = f"{job.path} -> {job.status}" if job else "superseded"
-        bar = "#" * (30 * done // max(total, 1))
-        print(f"\r[{bar:<30}] {done}/{total} {label[:60]:<60}", end="", file=sys.stderr, flush=True)
+def _ingest(settings: Settings, *, as_json: bool) -> int:
+    from ingestion.devhost.folder import ingest_folder  # noqa: PLC0415 -- only this command loads the host
 
-    jobs = ingest_all(services, workers=workers, progress=None if as_json else progress)
+    jobs = ingest_folder(settings, progress=None if as_json else _progress)
     if not as_json:
         print(file=sys.stderr)
     _print_jobs(jobs, as_json=as_json)
+    return 0
+
+
+def _progress(done: int, total: int, statuses: Counter[str]) -> None:
+    bar = "#" * (30 * done // max(total, 1))
+    counts = ", ".join(f"{count} {status}" for status, count in sorted(statuses.items()))
+    print(f"\r[{bar:<30}] {done}/{total}  {counts[:70]:<70}", end="", file=sys.stderr, flush=True)
+
+
+def _wait_settled(services: Services, timeout_s: float, *, quiet: bool) -> bool:
+    """Wait until every known job has left the pipeline (terminal or retry_later)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        jobs = list(all_jobs(services))
+        done = sum(1 for job in jobs if not job.status.in_progress)
+        if not quiet:
+            _progress(done, len(jobs), Counter(job.status.value for job in jobs))
+        if jobs and done == len(jobs):
+            if not quiet:
+                print(file=sys.stderr)
+            return True
+        if time.monotonic() > deadline:
+            print(
+                f"\n{len(jobs) - done} of {len(jobs)} files still in progress after {timeout_s:.0f} s", file=sys.stderr
+            )
+            return False
+        time.sleep(0.25)
+
+
+def _search_remote(url: str, query: str, top: int, *, as_json: bool) -> int:
+    request = urllib.request.Request(  # noqa: S310 -- the URL is the operator's own host
+        url.rstrip("/") + "/api/search",
+        data=json.dumps({"query": query, "top": top}).encode(),
+        headers={"Content-Type": "application/json"},
+        method="POST",
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310 -- as above
+        results = json.loads(response.read())["results"]
+    if as_json:
+        for result in results:
+            print(json.dumps(result, ensure_ascii=False))
+        return 0
+    if not results:
+        print("no results")
+    for rank, result in enumerate(results, 1):
+        snippet = " ".join(str(result["content"]).split())[:240]
+        print(f"{rank}. {result['path']} (chunk {result['ordinal']})  score={result['score']:.4f}\n   {snippet}\n")
     return 0
 
 

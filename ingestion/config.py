@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
+from ingestion.retry import RetryPolicy
+
 T = TypeVar("T")
 
 
@@ -56,6 +58,15 @@ class IndexSettings:
 
 
 @dataclass(frozen=True)
+class HostSettings:
+    """The local host (``ingestion.devhost``): where it listens and how much it runs at once."""
+
+    port: int = 7071  # INGEST_HOST_PORT (0 picks a free port)
+    activity_workers: int = 2  # INGEST_ACTIVITY_WORKERS: activities running at once
+    watch_interval_s: float = 0.5  # INGEST_WATCH_INTERVAL_S: how often the inbox folder is scanned
+
+
+@dataclass(frozen=True)
 class Settings:
     profile: str = "embedded"  # INGEST_PROFILE: which adapters bootstrap builds
     container: str = "uploads"  # INGEST_CONTAINER
@@ -67,6 +78,8 @@ class Settings:
     chunking: ChunkingSettings = field(default_factory=ChunkingSettings)
     embedding: EmbeddingSettings = field(default_factory=EmbeddingSettings)
     index: IndexSettings = field(default_factory=IndexSettings)
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    host: HostSettings = field(default_factory=HostSettings)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -74,6 +87,7 @@ class Settings:
         read = _Reader(env)
         defaults = cls()
         limits, chunking, embedding, index = ParseLimits(), ChunkingSettings(), EmbeddingSettings(), IndexSettings()
+        retry, host = RetryPolicy(), HostSettings()
         settings = cls(
             profile=read("INGEST_PROFILE", str, defaults.profile, choices=("embedded",)),
             container=read("INGEST_CONTAINER", str, defaults.container),
@@ -104,6 +118,17 @@ class Settings:
             index=IndexSettings(
                 batch_docs=read("INGEST_INDEX_BATCH_DOCS", _positive_int, index.batch_docs),
                 batch_bytes=read("INGEST_INDEX_BATCH_MB", _mebibytes, index.batch_bytes),
+            ),
+            retry=RetryPolicy(
+                attempts=read("INGEST_RETRY_ATTEMPTS", _positive_int, retry.attempts),
+                first_delay_s=read("INGEST_RETRY_FIRST_DELAY_S", _positive_float, retry.first_delay_s),
+                max_delay_s=read("INGEST_RETRY_MAX_DELAY_S", _positive_float, retry.max_delay_s),
+                retry_later_s=read("INGEST_RETRY_LATER_S", _positive_float, retry.retry_later_s),
+            ),
+            host=HostSettings(
+                port=read("INGEST_HOST_PORT", _natural_int, host.port),
+                activity_workers=read("INGEST_ACTIVITY_WORKERS", _positive_int, host.activity_workers),
+                watch_interval_s=read("INGEST_WATCH_INTERVAL_S", _positive_float, host.watch_interval_s),
             ),
         )
         if settings.chunking.overlap_tokens * 2 > settings.chunking.target_tokens:

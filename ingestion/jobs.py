@@ -68,6 +68,9 @@ def _same_version(services: Services, job: Job) -> Registration:
             return Registration(services.jobs.replace(job.transition(JobStatus.NEEDS_REVIEW, now, note)), False, note)
         redriven = job.transition(JobStatus.QUEUED, now, f"re-drive {job.redrives + 1}", redrives=job.redrives + 1)
         return Registration(services.jobs.replace(redriven), start=True, reason="re-drive")
+    if job.status is JobStatus.DELETED:  # registered from a blob that exists: it came back
+        requeued = job.transition(JobStatus.QUEUED, now, "blob uploaded again", attempts=0, redrives=0, last_error=None)
+        return Registration(services.jobs.replace(requeued), start=True, reason="uploaded again")
     running = job.status.in_progress
     return Registration(job, start=running, reason="in progress" if running else f"already {job.status}")
 

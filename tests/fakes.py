@@ -168,11 +168,18 @@ class InMemoryJobStore:
         self._docs: dict[str, tuple[dict[str, Any], str]] = {}
         self._lock = threading.Lock()
         self._failures: list[BaseException] = []
+        self._status_failures: dict[JobStatus, list[BaseException]] = {}
 
     def fail_next(self, n: int, error: BaseException) -> None:
         """Make the next ``n`` create()/replace() calls raise ``error`` without writing."""
         with self._lock:
             self._failures.extend([error] * n)
+
+    def fail_on_status(self, status: JobStatus, n: int, error: BaseException) -> None:
+        """Make the next ``n`` writes that move a job to ``status`` raise ``error``: a fault aimed at
+        one stage, since each stage's first act is to move its job to its own status."""
+        with self._lock:
+            self._status_failures.setdefault(status, []).extend([error] * n)
 
     def get(self, doc_id: str) -> Job | None:
         with self._lock:
@@ -190,6 +197,9 @@ class InMemoryJobStore:
         with self._lock:
             self._maybe_fail()
             current = self._docs.get(job.doc_id)
+            aimed = self._status_failures.get(job.status)
+            if aimed and current is not None and current[0]["status"] != job.status.value:
+                raise aimed.pop(0)
             if job.etag is None or current is None or current[1] != job.etag:
                 raise ConcurrencyError(f"{job.doc_id}: the job changed (or is gone) since etag {job.etag}")
             return self._store(job)

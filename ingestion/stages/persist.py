@@ -16,6 +16,7 @@ before stopping (``repair_index``), and the final listing check catches anything
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from contextlib import suppress
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -79,13 +80,18 @@ def persist_chunks(services: Services, request: StageRequest) -> PersistResult:
 def repair_index(services: Services, doc_id: str) -> None:
     """Best effort: put the current version's chunks back if it has reached persist or finished.
 
-    Called by a run that wrote after being overtaken. An earlier current version is still to
-    persist and will sync the index itself; an index fault here is left to that run's final check
+    Called by a run that wrote after being overtaken. A deleted document gets its chunks purged
+    (the run may have written after the deletion purged them). An earlier current version is still
+    to persist and will sync the index itself; an index fault here is left to that run's final check
     and to the reconciler, since the overtaken run has nothing of its own left to report.
     """
     for _ in range(_REPAIR_ROUNDS):
         job = services.jobs.get(doc_id)
-        if job is None or job.status not in (JobStatus.INDEXING, JobStatus.INDEXED) or not job.version.content_hash:
+        if job is None or job.status is JobStatus.DELETED:
+            with suppress(TransientError):  # left to the reconciler, like any index fault here
+                purge_document(services, doc_id)
+            return
+        if job.status not in (JobStatus.INDEXING, JobStatus.INDEXED) or not job.version.content_hash:
             return
         request = StageRequest(doc_id, job.version.etag)
         try:

@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 from collections.abc import Iterator
 from pathlib import Path
 
 import azure.functions as func
+import azurefunctions.extensions.bindings.blob as blob_binding
 import pytest
 
 import function_app
-from ingestion.bulk import ingest_all
+from ingestion.bootstrap import reset_shared_services
+from ingestion.jobs import register_version
 from ingestion.model import DocumentRef
+from ingestion.pipeline import run_document
+from ingestion.stages import StageRequest
+from ingestion.workflow import ORCHESTRATOR, RECORD_OUTCOME, STAGE_ACTIVITIES
 
 
 @pytest.fixture
@@ -22,20 +28,80 @@ def app_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     monkeypatch.setenv("INGEST_INBOX_DIR", str(inbox))
     monkeypatch.setenv("INGEST_DATA_DIR", str(tmp_path / "data"))
     monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(tmp_path / "tiktoken"))
-    function_app.services.cache_clear()
+    reset_shared_services()
     yield inbox
-    function_app.services().close()
-    function_app.services.cache_clear()
+    reset_shared_services()
 
 
 # get_functions() validates as it builds, and refuses to run twice on one app: read it once.
 FUNCTIONS = {function.get_function_name(): function for function in function_app.app.get_functions()}
 
 
+def bindings(name: str) -> dict[str, dict[str, object]]:
+    """Each binding of a function as its function.json entry, by binding name."""
+    entries = json.loads(FUNCTIONS[name].get_function_json())["bindings"]
+    return {entry.pop("name"): entry for entry in entries}
+
+
+def test_every_registered_function() -> None:
+    """The app registers exactly the starter, the deletion handler, the orchestration and the HTTP API."""
+    assert set(FUNCTIONS) == {
+        "start_ingestion",
+        "remove_deleted_blob",
+        ORCHESTRATOR,
+        *STAGE_ACTIVITIES,
+        RECORD_OUTCOME,
+        "health",
+        "search_chunks",
+        "document_status",
+    }
+
+
+def test_the_starter_is_an_event_grid_blob_trigger_that_never_receives_the_body() -> None:
+    """Blob trigger on uploads/{name} with source EventGrid, bound as a BlobClient, with a durable client."""
+    assert bindings("start_ingestion") == {
+        "blob": {
+            "direction": "IN",
+            "type": "blobTrigger",
+            "path": "uploads/{name}",
+            "connection": "UploadsStorage",
+            "source": "EventGrid",
+        },
+        "client": {"direction": "IN", "type": "durableClient"},
+    }
+    starter = FUNCTIONS["start_ingestion"].get_user_function().client_function
+    assert inspect.iscoroutinefunction(starter)  # durable client functions must be async
+    annotation = inspect.signature(starter, eval_str=True).parameters["blob"].annotation
+    assert annotation is blob_binding.BlobClient  # the SDK-type binding: a client, not an InputStream
+
+
+def test_deletions_have_their_own_event_grid_trigger() -> None:
+    """BlobDeleted events reach an Event Grid trigger (the blob trigger drops them), async with a client."""
+    assert bindings("remove_deleted_blob") == {
+        "event": {"direction": "IN", "type": "eventGridTrigger"},
+        "client": {"direction": "IN", "type": "durableClient"},
+    }
+    assert inspect.iscoroutinefunction(FUNCTIONS["remove_deleted_blob"].get_user_function().client_function)
+
+
+def test_the_orchestration_and_its_activities() -> None:
+    """One orchestrator; each stage and record_outcome is an activity taking a JSON payload."""
+    assert bindings(ORCHESTRATOR) == {"context": {"direction": "IN", "type": "orchestrationTrigger"}}
+    for name in (*STAGE_ACTIVITIES, RECORD_OUTCOME):
+        assert bindings(name) == {"payload": {"direction": "IN", "type": "activityTrigger"}}, name
+
+
+def test_there_is_no_timer_yet() -> None:
+    """No schedule is registered until the reconciler arrives (its own issue)."""
+    assert not [name for name, f in FUNCTIONS.items() if f.get_trigger().type == "timerTrigger"]
+
+
 def routes() -> dict[str, tuple[str, list[str], str]]:
     found = {}
     for function in FUNCTIONS.values():
         trigger = function.get_trigger()
+        if trigger.type != "httpTrigger":
+            continue
         found[function.get_function_name()] = (
             trigger.route,
             [str(method.value) for method in trigger.methods],
@@ -62,7 +128,10 @@ def test_registered_http_routes() -> None:
 def test_search_and_status_answer_from_the_index(app_env: Path) -> None:
     """After ingestion, search returns the chunk with its citation and status says indexed."""
     (app_env / "handbook.md").write_text("# Leave\n\nEmployees get 25 days of paid leave per year.\n")
-    ingest_all(function_app.services())
+    services = function_app.services()
+    [blob] = services.blobs.list()
+    registration = register_version(services, DocumentRef("uploads", blob.path), blob.version)
+    run_document(services, StageRequest(registration.job.doc_id, blob.version.etag))
 
     found = call("search_chunks", func.HttpRequest("POST", "/api/search", body=b'{"query": "paid leave days"}'))
     results = json.loads(found.get_body())["results"]

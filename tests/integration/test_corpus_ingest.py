@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from ingestion.bootstrap import build_services
-from ingestion.bulk import ingest_all
 from ingestion.config import ParseLimits, Settings
-from ingestion.model import JobStatus, normalize_text
+from ingestion.devhost.folder import ingest_folder
+from ingestion.model import Job, JobStatus, normalize_text
 from ingestion.services import Services
 from ingestion.stages.chunk import load_chunks
 from tests.corpus_expectations import EXPECTED
@@ -28,17 +28,16 @@ def test_every_corpus_file_is_indexed_with_its_text_or_ends_with_its_reason(corp
         tiktoken_cache_dir=tmp_path / "tiktoken",
         limits=ParseLimits(timeout_s=90),
     )
-    services = dataclasses.replace(build_services(settings), sleep=lambda _: None)
-
-    # When every file is ingested
+    # When every file is ingested through the local host (blob events, orchestrations, activities)
+    jobs = {job.path: job for job in ingest_folder(settings)}
+    services = build_services(settings)
     try:
-        _check_outcomes(services, corpus)
+        _check_outcomes(services, corpus, jobs)
     finally:
         services.close()
 
 
-def _check_outcomes(services: Services, corpus: Path) -> None:
-    jobs = {job.path: job for job in ingest_all(services, workers=2)}
+def _check_outcomes(services: Services, corpus: Path, jobs: dict[str, Job]) -> None:
 
     # Then no file vanished, and each one ended where the expectations table says
     assert sorted(jobs) == sorted(path.name for path in corpus.iterdir())

@@ -14,8 +14,8 @@ from ingestion.adapters.local_blob import FolderBlobSource
 from ingestion.adapters.local_embedder import HashingEmbedder
 from ingestion.adapters.sqlite_index import SqliteSearchIndex
 from ingestion.adapters.sqlite_jobs import SqliteJobStore
-from ingestion.bulk import ingest_all
 from ingestion.config import ParseLimits, Settings
+from ingestion.devhost.folder import ingest_folder
 from ingestion.jobs import register_version
 from ingestion.model import DocumentRef, Job, JobStatus
 from ingestion.pipeline import run_document
@@ -166,11 +166,9 @@ def test_a_folder_with_broken_entries_still_ingests_every_real_file(tmp_path: Pa
     os.symlink("loop", inbox.root / "loop")
     with open(os.path.join(os.fsencode(inbox.root), b"caf\xe9.txt"), "wb") as odd:
         odd.write(b"Latin-1 name, ordinary content.")
-    services = embedded(tmp_path / "data", tokenizer, inbox)
-    try:
-        outcomes = {job.path: (job.status, job.last_error and job.last_error.code) for job in ingest_all(services)}
-    finally:
-        services.close()
+    settings = dataclasses.replace(Settings.from_env({}), inbox_dir=inbox.root, data_dir=tmp_path / "data")
+    jobs = ingest_folder(settings)
+    outcomes = {job.path: (job.status, job.last_error and job.last_error.code) for job in jobs}
     assert outcomes == {
         "good.txt": (JobStatus.INDEXED, None),
         "caf\udce9.txt": (JobStatus.NEEDS_REVIEW, "invalid_name"),

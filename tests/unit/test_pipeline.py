@@ -9,7 +9,8 @@ import pytest
 from ingestion.errors import PermanentError, ReasonCode, Superseded, TransientError
 from ingestion.jobs import register_version
 from ingestion.model import DocumentRef, JobStatus
-from ingestion.pipeline import RetryPolicy, run_document
+from ingestion.pipeline import run_document
+from ingestion.retry import RetryPolicy
 from ingestion.services import Services
 from ingestion.stages import StageRequest, chunk_document, embed_chunks, fetch_blob, parse_document, persist_chunks
 from tests.unit.conftest import FakeClock
@@ -105,7 +106,7 @@ def test_transient_failures_that_outlast_retries_wait_in_retry_later(services: S
     assert job.status is JobStatus.RETRY_LATER
     assert not job.status.is_terminal
     assert job.retry_at is not None and job.retry_at > clock.now
-    assert job.last_error is not None and (job.last_error.stage, job.last_error.kind) == ("persist", "transient")
+    assert job.last_error is not None and (job.last_error.stage, job.last_error.kind) == ("persist_chunks", "transient")
     assert job.attempts == RetryPolicy().attempts
 
 

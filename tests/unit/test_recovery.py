@@ -15,8 +15,9 @@ from ingestion.config import ChunkingSettings, Settings, SettingsError
 from ingestion.errors import Superseded, TransientError
 from ingestion.jobs import register_version
 from ingestion.model import DocumentRef, IndexRecord, JobStatus
-from ingestion.pipeline import RetryPolicy, run_document
+from ingestion.pipeline import run_document
 from ingestion.ports import IndexResult, SearchMode, SearchQuery
+from ingestion.retry import RetryPolicy
 from ingestion.services import Services
 from ingestion.stages import StageRequest, chunk_document, embed_chunks, fetch_blob, parse_document, persist_chunks
 from ingestion.tokens import Tokenizer

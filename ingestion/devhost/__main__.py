@@ -1,0 +1,98 @@
+"""``python -m ingestion.devhost``: serve ``function_app.py`` on 127.0.0.1, as ``func start`` would.
+
+Runs in the app folder (``--app-dir``, default the current one): like Core Tools it loads
+``local.settings.json``'s ``Values`` into the environment (variables already set win), reads
+``host.json``, imports ``function_app`` and serves it until SIGINT or SIGTERM, then shuts down
+cleanly. Blob events come from a watcher over ``settings.inbox_dir`` (``--no-watch`` turns it off).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+from pathlib import Path
+from types import FrameType
+
+from ingestion.adapters.local_blob import FolderBlobSource
+from ingestion.config import Settings
+from ingestion.devhost.folder import load_app_module
+from ingestion.devhost.host import Host
+
+log = logging.getLogger("ingestion.devhost")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m ingestion.devhost", description="Serve function_app.py on 127.0.0.1, as func start would."
+    )
+    parser.add_argument("--port", type=int, default=None, help="port on 127.0.0.1 (0: any free port; default 7071)")
+    parser.add_argument("--no-watch", action="store_true", help="do not turn inbox changes into blob events")
+    parser.add_argument("--app-dir", type=Path, default=Path.cwd(), help="folder holding function_app.py")
+    parser.add_argument("--verbose", action="store_true", help="debug logging, one line per HTTP request")
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+    )
+    logging.getLogger("azure").setLevel(logging.WARNING)  # the SDKs log every HTTP call at INFO
+
+    app_dir = args.app_dir.resolve()
+    os.chdir(app_dir)  # relative settings (inbox/, .ingestion/) resolve in the app folder, as under func
+    sys.path.insert(0, str(app_dir))
+    load_local_settings(app_dir / "local.settings.json")
+    settings = Settings.from_env()
+    app = load_app_module(app_dir).app
+
+    port = args.port if args.port is not None else settings.host.port
+    host_json = app_dir / "host.json"
+    host = Host(
+        app,
+        data_dir=settings.data_dir,
+        blob_source=None if args.no_watch else FolderBlobSource(settings.inbox_dir, settings.container),
+        port=port,
+        activity_workers=settings.host.activity_workers,
+        watch_interval_s=settings.host.watch_interval_s,
+        host_json=host_json if host_json.is_file() else None,
+    )
+
+    stop = threading.Event()
+
+    def request_stop(signum: int, frame: FrameType | None) -> None:
+        log.info("received %s, shutting down", signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGINT, request_stop)
+    signal.signal(signal.SIGTERM, request_stop)
+    host.start()
+    try:
+        log.info("listening on %s (task hub %s, data in %s)", host.base_url, host.engine.hub_name, settings.data_dir)
+        for name, methods, url in host.routes():
+            log.info("  %s: [%s] %s", name, methods, url)
+        for name, why in host.catalog.skipped.items():
+            log.warning("  %s: not served (%s)", name, why)
+        if not args.no_watch:
+            log.info("watching %s as container %r", settings.inbox_dir, settings.container)
+        while not stop.wait(1.0):  # a timed wait, so the main thread keeps handling signals
+            pass
+    finally:
+        host.stop()
+    log.info("stopped")
+    return 0
+
+
+def load_local_settings(path: Path) -> None:
+    """Put ``Values`` of a ``local.settings.json`` into the environment, leaving set variables alone."""
+    if not path.is_file():
+        return
+    values = json.loads(path.read_text(encoding="utf-8")).get("Values") or {}
+    for name, value in values.items():
+        os.environ.setdefault(str(name), str(value))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,183 @@
+"""What the blob triggers do: start one orchestration per blob version, and handle deletions.
+
+Events arrive at least once and out of order, and the Event Grid blob trigger runs against
+whatever blob exists when its message is handled. So the starter reads the blob's *current*
+properties (never its body), registers that version on the job document, and starts
+``ingest_document`` under an instance id derived from doc id + version: a duplicate event asks for
+the same id, and ``start_new`` refuses an id that is Pending or Running, which is treated as
+"already started" (a finished id is overwritten, which is how a re-drive runs again).
+
+A BlobDeleted event is only believed once the blob is really gone: an old delete event for a blob
+that has since been re-uploaded is ignored. The job is marked ``deleted`` before the chunks are
+purged, so a run still in flight finds itself superseded and stops writing; if the blob reappears
+meanwhile, its new version is ingested.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, replace
+from typing import Any
+
+from ingestion.errors import ConcurrencyError, PermanentError, ReasonCode, TransientError
+from ingestion.jobs import register_version
+from ingestion.model import DocumentRef, DocumentVersion, Job, JobStatus, stable_hash
+from ingestion.services import Services
+from ingestion.stages import StageRequest, record_failure
+from ingestion.stages.persist import purge_document
+from ingestion.workflow import ORCHESTRATOR, orchestration_input
+
+log = logging.getLogger(__name__)
+
+BLOB_CREATED = "Microsoft.Storage.BlobCreated"
+BLOB_DELETED = "Microsoft.Storage.BlobDeleted"
+_ACTIVE = frozenset({"Pending", "Running"})
+_ATTEMPTS = 20
+
+
+@dataclass(frozen=True)
+class StartPlan:
+    instance_id: str
+    input: dict[str, Any]
+
+
+def instance_id_for(doc_id: str, etag: str) -> str:
+    """The orchestration instance id of one blob version: the same for every event about it."""
+    return f"{doc_id}-{stable_hash('version', etag, length=16)}"
+
+
+def blob_from_subject(subject: str) -> tuple[str, str]:
+    """``/blobServices/default/containers/<c>/blobs/<path>`` -> ``(c, path)``; ValueError otherwise."""
+    head, separator, path = subject.partition("/blobs/")
+    container = head.rpartition("/containers/")[2]
+    if not separator or not path or not container or "/" in container:
+        raise ValueError(f"not a blob event subject: {subject!r}")
+    return container, path
+
+
+def plan_ingestion(services: Services, container: str, path: str) -> StartPlan | None:
+    """Register the blob's current version; the orchestration to start, or ``None`` if none is needed."""
+    if container != services.blobs.container:
+        log.warning("ignoring %s/%s: this app ingests container %s", container, path, services.blobs.container)
+        return None
+    ref = DocumentRef(container, path)
+    try:
+        blob = services.blobs.properties(path)
+    except PermanentError as error:
+        if error.reason is ReasonCode.NOT_FOUND:
+            log.info("%s/%s is already gone; the deletion event handles it", container, path)
+        else:
+            _record_unreadable(services, ref, error)
+        return None
+    registration = register_version(services, ref, blob.version)
+    if not registration.start:
+        log.info("%s: no run needed (%s)", registration.job.doc_id, registration.reason)
+        return None
+    job = registration.job
+    instance_id = instance_id_for(job.doc_id, job.version.etag)
+    _remember_instance(services, job, instance_id)
+    request = StageRequest(job.doc_id, job.version.etag).to_payload()
+    return StartPlan(instance_id, orchestration_input(request, services.settings.retry))
+
+
+async def start_once(client: Any, plan: StartPlan) -> bool:
+    """Start the plan's orchestration; ``False`` when it is already pending or running."""
+    try:
+        await client.start_new(ORCHESTRATOR, plan.instance_id, plan.input)
+    except Exception:
+        # The SDK raises a bare Exception for every refusal: ask what the instance is doing.
+        status = await client.get_status(plan.instance_id)
+        runtime = getattr(getattr(status, "runtime_status", None), "value", None)
+        if runtime in _ACTIVE:
+            log.info("%s is already %s", plan.instance_id, runtime)
+            return False
+        raise
+    log.info("started %s", plan.instance_id)
+    return True
+
+
+async def ingest_blob(services: Services, client: Any, container: str, path: str) -> bool:
+    """The starter: register and start; whether an orchestration was started."""
+    plan = await asyncio.to_thread(plan_ingestion, services, container, path)
+    return plan is not None and await start_once(client, plan)
+
+
+async def handle_blob_event(services: Services, client: Any, event_type: str, subject: str) -> str:
+    """The Event Grid handler: deletions remove the document; other event types are not ours."""
+    if event_type != BLOB_DELETED:
+        return "ignored"
+    container, path = blob_from_subject(subject)
+    outcome = await asyncio.to_thread(remove_blob, services, container, path)
+    if outcome == "deleted" and await asyncio.to_thread(_exists, services, path):
+        await ingest_blob(services, client, container, path)  # re-uploaded while we deleted
+        return "deleted, then re-uploaded"
+    return outcome
+
+
+def remove_blob(services: Services, container: str, path: str) -> str:
+    """Mark the job ``deleted`` and purge its chunks, if the blob is really gone."""
+    if container != services.blobs.container:
+        return "other container"
+    if _exists(services, path):
+        return "blob exists"  # a stale or duplicate event: the blob was uploaded again
+    doc_id = DocumentRef(container, path).doc_id
+    for _ in range(_ATTEMPTS):
+        job = services.jobs.get(doc_id)
+        if job is None or job.status is JobStatus.DELETED:
+            break
+        try:
+            services.jobs.replace(_deleted(services, job))
+            break
+        except ConcurrencyError:
+            continue
+    else:
+        raise TransientError(f"{doc_id}: job document kept changing while marking it deleted")
+    removed = purge_document(services, doc_id)
+    log.info("%s: blob deleted, %d chunks removed", doc_id, removed)
+    return "deleted"
+
+
+def _deleted(services: Services, job: Job) -> Job:
+    return job.transition(
+        JobStatus.DELETED,
+        services.clock(),
+        "blob deleted",
+        retry_at=None,
+        indexed_hash=None,
+        chunk_count=0,
+        chunk_ids_digest=None,
+    )
+
+
+def _exists(services: Services, path: str) -> bool:
+    try:
+        services.blobs.properties(path)
+    except PermanentError as error:
+        if error.reason is ReasonCode.NOT_FOUND:
+            return False
+        raise
+    return True
+
+
+def _record_unreadable(services: Services, ref: DocumentRef, error: PermanentError) -> None:
+    """A blob whose very properties cannot be read (e.g. a local name that is not UTF-8): its job
+    ends ``needs_review`` with the reason, under a version that stands for "unreadable"."""
+    log.warning("%s: cannot be ingested: %s", ref.path, error.message)
+    etag = f"unreadable-{stable_hash(error.reason.value, error.message, length=16)}"
+    version = DocumentVersion(etag=etag, size=0, last_modified=services.clock())
+    registration = register_version(services, ref, version)
+    if registration.start:
+        record_failure(services, StageRequest(ref.doc_id, etag), "start_ingestion", error)
+
+
+def _remember_instance(services: Services, job: Job, instance_id: str) -> None:
+    for _ in range(_ATTEMPTS):
+        current = services.jobs.get(job.doc_id)
+        if current is None or current.version.etag != job.version.etag or current.instance_id == instance_id:
+            return
+        try:
+            services.jobs.replace(replace(current, instance_id=instance_id))
+            return
+        except ConcurrencyError:
+            continue

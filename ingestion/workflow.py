@@ -1,0 +1,95 @@
+"""The orchestrator ``ingest_document``: stage sequencing and the retry policy, with no I/O.
+
+Each stage is one activity call whatever the document's size (activities batch inside), so an
+orchestration's history stays small: a 500-page file replays as cheaply as a one-page one.
+Activities answer with an envelope (``errors.py``): ``{"ok": true, "result": ...}``, or
+``{"ok": false, "kind": "transient" | "permanent" | "superseded", "code", "message", "retry_after_s"}``.
+Exception types do not survive the trip from activity to orchestrator, and Python's ``RetryOptions``
+has a constant interval and no filter, so the policy for expected failures lives here: transient ->
+durable timer with exponential backoff and jitter (derived from the instance id and attempt, since
+an orchestrator must replay identically), honouring ``retry_after``; spent -> ``retry_later``;
+permanent -> recorded at once; superseded -> stop without writing. ``RetryOptions`` on every call is
+only the net for crashes (an activity that raised); a stage still crashing after it leaves the job in
+``retry_later`` for a re-drive rather than failing the orchestration.
+
+Determinism: no clock but ``context.current_utc_datetime``, no randomness, no I/O.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator
+from datetime import timedelta
+from typing import Any
+
+import azure.durable_functions as df
+
+from ingestion.errors import TransientError
+from ingestion.model import to_iso
+from ingestion.retry import RetryPolicy, jitter_for
+
+# Activity names: the single place they are spelled (function_app.py registers these names).
+FETCH_BLOB = "fetch_blob"
+PARSE_DOCUMENT = "parse_document"
+CHUNK_DOCUMENT = "chunk_document"
+EMBED_CHUNKS = "embed_chunks"
+PERSIST_CHUNKS = "persist_chunks"
+RECORD_OUTCOME = "record_outcome"
+STAGE_ACTIVITIES = (FETCH_BLOB, PARSE_DOCUMENT, CHUNK_DOCUMENT, EMBED_CHUNKS, PERSIST_CHUNKS)
+ORCHESTRATOR = "ingest_document"
+
+# The crash net: an activity that raises (a bug, a killed worker) is tried this many times in all.
+CRASH_RETRY = df.RetryOptions(first_retry_interval_in_milliseconds=5_000, max_number_of_attempts=3)
+
+
+def orchestration_input(request: dict[str, Any], policy: RetryPolicy) -> dict[str, Any]:
+    """What the starter passes to ``ingest_document``: the stage request and the retry policy."""
+    return {"request": request, "policy": policy.to_payload()}
+
+
+def ingest_document(context: Any) -> Generator[Any, Any, Any]:
+    """fetch -> parse -> chunk -> embed -> persist, then record the outcome on the job."""
+    data = context.get_input()
+    request: dict[str, Any] = data["request"]
+    policy = RetryPolicy.from_payload(data["policy"])
+    result: Any = None
+    for stage in STAGE_ACTIVITIES:
+        attempt = 1
+        while True:
+            try:
+                envelope = yield context.call_activity_with_retry(stage, CRASH_RETRY, request)
+            except Exception as crash:  # noqa: BLE001 -- activity failures arrive as plain Exception
+                error = TransientError(f"{stage} kept crashing: {str(crash)[:500]}", code="activity_crashed")
+                outcome = _outcome(request, stage, "retry_later", error=error.to_payload())
+                outcome["retry_at"] = to_iso(context.current_utc_datetime + timedelta(seconds=policy.retry_later_s))
+                return (yield context.call_activity_with_retry(RECORD_OUTCOME, CRASH_RETRY, outcome))
+            if envelope["ok"]:
+                result = envelope.get("result")
+                break
+            if envelope["kind"] == "superseded":
+                return {"status": "superseded", "stage": stage, "message": envelope.get("message")}
+            if envelope["kind"] == "permanent":
+                failed = _outcome(request, stage, "failed", error=envelope)
+                return (yield context.call_activity_with_retry(RECORD_OUTCOME, CRASH_RETRY, failed))
+            retry_after = envelope.get("retry_after_s")
+            delay = policy.next_delay(attempt, retry_after, jitter_for(context.instance_id, stage, str(attempt)))
+            if delay is None:
+                later = _outcome(request, stage, "retry_later", error=envelope)
+                wait = policy.retry_later_delay(retry_after)
+                later["retry_at"] = to_iso(context.current_utc_datetime + timedelta(seconds=wait))
+                return (yield context.call_activity_with_retry(RECORD_OUTCOME, CRASH_RETRY, later))
+            context.set_custom_status({"stage": stage, "attempt": attempt, "retry_in_s": round(delay, 3)})
+            yield context.create_timer(context.current_utc_datetime + timedelta(seconds=delay))
+            attempt += 1
+    indexed = _outcome(request, PERSIST_CHUNKS, "indexed", result=result)
+    return (yield context.call_activity_with_retry(RECORD_OUTCOME, CRASH_RETRY, indexed))
+
+
+def _outcome(
+    request: dict[str, Any],
+    stage: str,
+    outcome: str,
+    *,
+    result: Any = None,
+    error: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    return {"request": request, "stage": stage, "outcome": outcome, "result": result, "error": error}

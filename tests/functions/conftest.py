@@ -1,0 +1,124 @@
+"""Running function_app.py on the local host (devhost) over in-memory fakes with fault injection."""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from ingestion.devhost.host import Host
+
+import function_app
+from ingestion.adapters.local_embedder import HashingEmbedder
+from ingestion.bootstrap import using_services
+from ingestion.config import ParseLimits, Settings
+from ingestion.model import DocumentRef, Job
+from ingestion.ports import Embeddings
+from ingestion.retry import RetryPolicy
+from ingestion.services import Services
+from ingestion.tokens import Tokenizer
+from tests.fakes import (
+    CountingEmbedder,
+    InMemoryArtifactStore,
+    InMemoryBlobSource,
+    InMemoryJobStore,
+    InMemorySearchIndex,
+)
+
+# Short waits: the policy is the production one, scaled down so a test retries in milliseconds.
+FAST_RETRY = RetryPolicy(attempts=3, first_delay_s=0.01, max_delay_s=1.0, retry_later_s=300.0)
+SETTLE_S = 60.0
+
+
+class GatedEmbedder:
+    """Wraps an embedder; while the gate is held, embedding waits (and says it has started)."""
+
+    def __init__(self, inner: CountingEmbedder) -> None:
+        self.inner = inner
+        self.entered = threading.Event()
+        self._open = threading.Event()
+        self._open.set()
+
+    def hold(self) -> None:
+        self._open.clear()
+
+    def release(self) -> None:
+        self._open.set()
+
+    def __getattr__(self, name: str) -> Any:  # model, dimensions and limits come from the inner embedder
+        return getattr(self.inner, name)
+
+    def embed(self, texts: Sequence[str]) -> Embeddings:
+        self.entered.set()
+        assert self._open.wait(SETTLE_S), "the test never released the gate"
+        return self.inner.embed(texts)
+
+
+@dataclass
+class Running:
+    """A started host and the fakes behind it."""
+
+    host: Host
+    services: Services
+    blobs: InMemoryBlobSource
+    jobs: InMemoryJobStore
+    index: InMemorySearchIndex
+    embedder: CountingEmbedder
+    gate: GatedEmbedder
+
+    def job(self, path: str) -> Job:
+        job = self.services.jobs.get(DocumentRef(self.blobs.container, path).doc_id)
+        assert job is not None, path
+        return job
+
+    def settle(self) -> None:
+        """Wait until the watcher has delivered every change and no orchestration is running."""
+        self.host.wait_for_events(SETTLE_S)
+        self.host.engine.wait_until_idle(SETTLE_S)
+
+    def chunk_versions(self, path: str) -> set[str]:
+        return {version for _, version in self.index.ids_for_doc(DocumentRef(self.blobs.container, path).doc_id)}
+
+
+def make_services(tokenizer: Tokenizer, tmp_path: Path, **limits: int) -> Services:
+    settings = dataclasses.replace(
+        Settings.from_env({}),
+        data_dir=tmp_path / "data",
+        limits=ParseLimits(isolation="inline", **limits),
+        retry=FAST_RETRY,
+    )
+    return Services(
+        settings=settings,
+        blobs=InMemoryBlobSource(),
+        artifacts=InMemoryArtifactStore(),
+        jobs=InMemoryJobStore(),
+        index=InMemorySearchIndex(dimensions=64),
+        embedder=GatedEmbedder(CountingEmbedder(HashingEmbedder(64, tokenizer))),
+        tokenizer=tokenizer,
+    )
+
+
+@pytest.fixture
+def running(tokenizer: Tokenizer, tmp_path: Path) -> Iterator[Running]:
+    """function_app.py served by the devhost, its services replaced by fakes (never patched)."""
+    services = make_services(tokenizer, tmp_path, max_file_bytes=1_000_000)
+    assert isinstance(services.blobs, InMemoryBlobSource)
+    assert isinstance(services.jobs, InMemoryJobStore)
+    assert isinstance(services.index, InMemorySearchIndex)
+    assert isinstance(services.embedder, GatedEmbedder)
+    with using_services(services):
+        host = Host(
+            function_app.app,
+            data_dir=tmp_path / "host",
+            blob_source=services.blobs,
+            port=0,
+            activity_workers=2,
+            watch_interval_s=0.02,
+        )
+        with host:
+            gate = services.embedder
+            yield Running(host, services, services.blobs, services.jobs, services.index, gate.inner, gate)

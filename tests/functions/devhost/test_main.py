@@ -1,0 +1,61 @@
+"""``python -m ingestion.devhost`` as a developer runs it: serves the app, stops cleanly on SIGTERM."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO
+from tests.functions.devhost.conftest import call
+
+APP = """
+import azure.functions as func
+
+app = func.FunctionApp(http_auth_level=func.AuthLevel.ANONYMOUS)
+
+
+@app.route(route="hello/{name}", methods=["GET"])
+def hello(req: func.HttpRequest) -> func.HttpResponse:
+    return func.HttpResponse("hello " + req.route_params["name"])
+"""
+
+
+@pytest.mark.timeout(60)
+def test_cli_serves_the_app_and_exits_zero_on_sigterm(tmp_path: Path) -> None:
+    """It logs where it listens and each route, answers on them, and exits 0 on SIGTERM."""
+    (tmp_path / "function_app.py").write_text(textwrap.dedent(APP))
+    (tmp_path / "local.settings.json").write_text('{"Values": {"INGEST_CONTAINER": "uploads"}}')
+    env = os.environ | {
+        "PYTHONPATH": str(REPO),
+        "INGEST_DATA_DIR": str(tmp_path / "data"),
+        "INGEST_INBOX_DIR": str(tmp_path / "inbox"),
+    }
+    command = [sys.executable, "-m", "ingestion.devhost", "--port", "0", "--app-dir", str(tmp_path)]
+    with subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True) as process:
+        try:
+            assert process.stderr is not None
+            lines = []
+            for line in process.stderr:
+                lines.append(line)
+                if "hello: [GET]" in line:
+                    break
+            text = "".join(lines)
+            port = re.search(r"listening on http://127\.0\.0\.1:(\d+)", text)
+            assert port is not None, text
+            assert f"http://127.0.0.1:{port.group(1)}/api/hello/{{name}}" in text
+            reply = call("GET", f"http://127.0.0.1:{port.group(1)}/api/hello/dev")
+            assert (reply.status, reply.body) == (200, b"hello dev")
+            process.send_signal(signal.SIGTERM)
+            _, rest = process.communicate(timeout=30)  # drains stderr so the child never blocks on it
+            assert process.returncode == 0, rest
+            assert "stopped" in rest
+        finally:
+            if process.poll() is None:
+                process.kill()
