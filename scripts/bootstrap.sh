@@ -15,6 +15,9 @@ if [ ! -x .venv/bin/python ]; then
 fi
 stamp=".venv/.bootstrap-stamp-${group:-runtime}"
 want=$(cat requirements.txt pyproject.toml | sha256sum | cut -c1-16)
+if [ -z "$group" ] && [ "$(cat .venv/.bootstrap-stamp-dev 2>/dev/null || true)" = "$want" ]; then
+  exit 0  # the dev group includes every runtime dependency
+fi
 if [ "$(cat "$stamp" 2>/dev/null || true)" != "$want" ]; then
   echo "installing dependencies into .venv ..." >&2
   # pip >= 25.1 understands dependency groups (pyproject.toml [dependency-groups]).

@@ -1,0 +1,70 @@
+"""README's first command: the local host ingests the samples, answers a search, and keeps watching."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def search(port: int, query: str) -> list[dict[str, object]]:
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/api/search", data=json.dumps({"query": query}).encode(), method="POST"
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310 -- as above
+        return list(json.loads(response.read())["results"])
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_demo_ingests_the_samples_then_a_dropped_file_becomes_searchable(tmp_path: Path) -> None:
+    """demo.sh indexes every sample, answers its search, then a file dropped in inbox/ is found; Ctrl-C stops it."""
+    port = free_port()
+    inbox = tmp_path / "inbox"
+    env = {key: value for key, value in os.environ.items() if not key.startswith("INGEST_")}
+    env |= {"INGEST_DATA_DIR": str(tmp_path / "data"), "INGEST_INBOX_DIR": str(inbox), "INGEST_HOST_PORT": str(port)}
+    log = tmp_path / "demo.log"
+    with log.open("wb") as out:
+        demo = subprocess.Popen(
+            [shutil.which("bash") or "/bin/bash", str(REPO / "scripts" / "demo.sh")], env=env, stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group, so the test can press "Ctrl-C" on it
+        )  # fmt: skip
+    try:
+        # When the demo has ingested the samples and answered its question
+        deadline = time.monotonic() + 240
+        while "Watching" not in log.read_text(errors="replace"):
+            assert demo.poll() is None, log.read_text(errors="replace")
+            assert time.monotonic() < deadline, log.read_text(errors="replace")
+            time.sleep(0.2)
+        output = log.read_text(errors="replace")
+        # Then every sample is indexed and the answer cites the return policy
+        assert "5 indexed (5 files)" in output
+        assert "1. return-policy.pdf" in output
+        # When a new file is dropped into the inbox it becomes searchable through POST /api/search
+        (inbox / "ski-rental.txt").write_text("Ski rental deposit: 75 euros per pair, refunded on return.\n")
+        while not any(hit["path"] == "ski-rental.txt" for hit in search(port, "ski rental deposit")):
+            assert time.monotonic() < deadline, log.read_text(errors="replace")
+            time.sleep(0.2)
+    finally:
+        # And Ctrl-C stops the demo and its host
+        os.killpg(demo.pid, signal.SIGINT)
+        demo.wait(60)
+    with socket.socket() as probe:
+        assert probe.connect_ex(("127.0.0.1", port)) != 0, "the host still listens after Ctrl-C"
