@@ -10,12 +10,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from ingestion.devhost.host import Host
 
 import function_app
 from ingestion.adapters.local_embedder import HashingEmbedder
 from ingestion.bootstrap import using_services
 from ingestion.config import ParseLimits, Settings
+from ingestion.devhost.host import Host
 from ingestion.model import DocumentRef, Job
 from ingestion.ports import Embeddings
 from ingestion.retry import RetryPolicy
