@@ -26,7 +26,7 @@ from ingestion.stages import (
     record_failure,
     record_success,
 )
-from ingestion.stages.persist import PersistResult
+from ingestion.stages.persist import PersistResult, repair_index
 from ingestion.workflow import CHUNK_DOCUMENT, EMBED_CHUNKS, FETCH_BLOB, PARSE_DOCUMENT, PERSIST_CHUNKS
 
 log = logging.getLogger(__name__)
@@ -56,7 +56,16 @@ def run_stage(services: Services, stage: str, payload: dict[str, Any]) -> dict[s
 
 
 def record_outcome(services: Services, payload: dict[str, Any]) -> dict[str, Any]:
-    """Record how the run ended (``indexed``, ``failed`` or ``retry_later``); the job's new state."""
+    """Record how the run ended (``indexed``, ``failed`` or ``retry_later``): an envelope whose result
+    is the job's new state, or a transient error envelope when the job store is failing."""
+    try:
+        return {"ok": True, "result": _record(services, payload)}
+    except TransientError as error:
+        log.warning("recording the outcome failed: %s", error.message)
+        return error.to_payload()
+
+
+def _record(services: Services, payload: dict[str, Any]) -> dict[str, Any]:
     request = StageRequest.from_payload(payload["request"])
     stage, outcome = str(payload["stage"]), str(payload["outcome"])
     try:
@@ -70,6 +79,8 @@ def record_outcome(services: Services, payload: dict[str, Any]) -> dict[str, Any
                 return {"status": "superseded", "stage": stage}
             job = recorded
     except Superseded as superseded:
+        if outcome == "indexed":
+            repair_index(services, request.doc_id)  # deleted or overtaken after persist: leave the index right
         return {"status": "superseded", "stage": stage, "message": superseded.message}
     reason = job.last_error.code if job.last_error else None
     return {"status": job.status.value, "stage": stage, "reason": reason, "chunks": job.chunk_count}

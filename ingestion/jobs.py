@@ -35,7 +35,7 @@ def register_version(services: Services, ref: DocumentRef, version: DocumentVers
             if job.version.etag == version.etag:
                 return _same_version(services, job)
             if not _supersedes(services, ref, version, job.version):
-                return Registration(job, start=False, reason="older than the job's version")
+                return Registration(job, start=False, reason="not the blob's current version")
             requeued = job.transition(
                 JobStatus.QUEUED,
                 services.clock(),
@@ -76,10 +76,15 @@ def _same_version(services: Services, job: Job) -> Registration:
 
 
 def _supersedes(services: Services, ref: DocumentRef, version: DocumentVersion, current: DocumentVersion) -> bool:
-    """Whether ``version`` replaces ``current``; a tie is settled by which ETag the blob has now."""
-    newer = version.is_newer_than(current)
-    if newer is not None:
-        return newer
+    """Whether ``version`` replaces the job's ``current`` one.
+
+    Timestamps order versions, but a copy that keeps its old modification time (``cp -p``,
+    ``rsync -t``, an archive restore) arrives "older" than the file it overwrites: so when the
+    timestamps say older or cannot tell, the blob itself decides. Its current ETag is the newest
+    version by definition; an event for any other version is stale.
+    """
+    if version.is_newer_than(current):
+        return True
     try:
         return services.blobs.properties(ref.path).version.etag == version.etag
     except PermanentError as error:

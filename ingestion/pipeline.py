@@ -64,13 +64,13 @@ def _run_stage(
             record_failure(services, request, name, error)
             return None
         except TransientError as error:
+            record_failure(services, request, name, error)  # counts the attempt, as an activity does
             delay = policy.next_delay(
                 attempt, error.retry_after, jitter_for(request.doc_id, request.etag, name, str(attempt))
             )
             if delay is None:
                 _give_up(services, request, name, error, policy.retry_later_delay(error.retry_after))
                 return None
-            record_failure(services, request, name, error)
             log.warning("%s %s: transient (%s), retry %d in %.1fs", request.doc_id, name, error.message, attempt, delay)
             services.sleep(delay)
         except Exception as error:

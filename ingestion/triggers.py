@@ -3,9 +3,12 @@
 Events arrive at least once and out of order, and the Event Grid blob trigger runs against
 whatever blob exists when its message is handled. So the starter reads the blob's *current*
 properties (never its body), registers that version on the job document, and starts
-``ingest_document`` under an instance id derived from doc id + version: a duplicate event asks for
-the same id, and ``start_new`` refuses an id that is Pending or Running, which is treated as
-"already started" (a finished id is overwritten, which is how a re-drive runs again).
+``ingest_document`` under an instance id derived from the job document: doc id, version and the
+time that version was queued. A duplicate event finds the same registration and asks for the same
+id; ``start_new`` refuses an id that is Pending or Running, which is treated as "already started".
+A version queued again (a re-drive, a re-upload after a delete) gets a new id, so a run of the same
+version that is just stopping cannot swallow the new start; stages are idempotent, so two runs of
+one version can overlap safely.
 
 A BlobDeleted event is only believed once the blob is really gone: an old delete event for a blob
 that has since been re-uploaded is ignored. The job is marked ``deleted`` before the chunks are
@@ -22,10 +25,10 @@ from typing import Any
 
 from ingestion.errors import ConcurrencyError, PermanentError, ReasonCode, TransientError
 from ingestion.jobs import register_version
-from ingestion.model import DocumentRef, DocumentVersion, Job, JobStatus, stable_hash
+from ingestion.model import DocumentRef, DocumentVersion, Job, JobStatus, stable_hash, to_iso
 from ingestion.services import Services
 from ingestion.stages import StageRequest, record_failure
-from ingestion.stages.persist import purge_document
+from ingestion.stages.persist import purge_document, repair_index
 from ingestion.workflow import ORCHESTRATOR, orchestration_input
 
 log = logging.getLogger(__name__)
@@ -42,9 +45,10 @@ class StartPlan:
     input: dict[str, Any]
 
 
-def instance_id_for(doc_id: str, etag: str) -> str:
-    """The orchestration instance id of one blob version: the same for every event about it."""
-    return f"{doc_id}-{stable_hash('version', etag, length=16)}"
+def instance_id_for(job: Job) -> str:
+    """The orchestration instance id of the job's current registration: the same for every event about it."""
+    queued = job.stage_times.get(JobStatus.QUEUED.value, to_iso(job.created_at))
+    return f"{job.doc_id}-{stable_hash('run', job.version.etag, queued, length=16)}"
 
 
 def blob_from_subject(subject: str) -> tuple[str, str]:
@@ -75,7 +79,7 @@ def plan_ingestion(services: Services, container: str, path: str) -> StartPlan |
         log.info("%s: no run needed (%s)", registration.job.doc_id, registration.reason)
         return None
     job = registration.job
-    instance_id = instance_id_for(job.doc_id, job.version.etag)
+    instance_id = instance_id_for(job)
     _remember_instance(services, job, instance_id)
     request = StageRequest(job.doc_id, job.version.etag).to_payload()
     return StartPlan(instance_id, orchestration_input(request, services.settings.retry))
@@ -134,6 +138,9 @@ def remove_blob(services: Services, container: str, path: str) -> str:
     else:
         raise TransientError(f"{doc_id}: job document kept changing while marking it deleted")
     removed = purge_document(services, doc_id)
+    current = services.jobs.get(doc_id)
+    if current is not None and current.status is not JobStatus.DELETED:
+        repair_index(services, doc_id)  # re-uploaded and indexed while we purged: put its chunks back
     log.info("%s: blob deleted, %d chunks removed", doc_id, removed)
     return "deleted"
 
@@ -156,6 +163,8 @@ def _exists(services: Services, path: str) -> bool:
     except PermanentError as error:
         if error.reason is ReasonCode.NOT_FOUND:
             return False
+        if error.reason is ReasonCode.INVALID_NAME:  # no properties for such a name: is it listed?
+            return any(blob.path == path for blob in services.blobs.list(path))
         raise
     return True
 

@@ -8,9 +8,10 @@ Exception types do not survive the trip from activity to orchestrator, and Pytho
 has a constant interval and no filter, so the policy for expected failures lives here: transient ->
 durable timer with exponential backoff and jitter (derived from the instance id and attempt, since
 an orchestrator must replay identically), honouring ``retry_after``; spent -> ``retry_later``;
-permanent -> recorded at once; superseded -> stop without writing. ``RetryOptions`` on every call is
-only the net for crashes (an activity that raised); a stage still crashing after it leaves the job in
-``retry_later`` for a re-drive rather than failing the orchestration.
+permanent -> recorded at once; superseded -> stop without writing. Recording the outcome is retried
+the same way. ``RetryOptions`` on every call is only the net for crashes (an activity that raised);
+a stage still crashing after it leaves the job in ``retry_later`` for a re-drive rather than failing
+the orchestration.
 
 Determinism: no clock but ``context.current_utc_datetime``, no randomness, no I/O.
 """
@@ -53,35 +54,52 @@ def ingest_document(context: Any) -> Generator[Any, Any, Any]:
     policy = RetryPolicy.from_payload(data["policy"])
     result: Any = None
     for stage in STAGE_ACTIVITIES:
-        attempt = 1
-        while True:
-            try:
-                envelope = yield context.call_activity_with_retry(stage, CRASH_RETRY, request)
-            except Exception as crash:  # noqa: BLE001 -- activity failures arrive as plain Exception
-                error = TransientError(f"{stage} kept crashing: {str(crash)[:500]}", code="activity_crashed")
-                outcome = _outcome(request, stage, "retry_later", error=error.to_payload())
-                outcome["retry_at"] = to_iso(context.current_utc_datetime + timedelta(seconds=policy.retry_later_s))
-                return (yield context.call_activity_with_retry(RECORD_OUTCOME, CRASH_RETRY, outcome))
-            if envelope["ok"]:
-                result = envelope.get("result")
-                break
-            if envelope["kind"] == "superseded":
-                return {"status": "superseded", "stage": stage, "message": envelope.get("message")}
-            if envelope["kind"] == "permanent":
-                failed = _outcome(request, stage, "failed", error=envelope)
-                return (yield context.call_activity_with_retry(RECORD_OUTCOME, CRASH_RETRY, failed))
-            retry_after = envelope.get("retry_after_s")
-            delay = policy.next_delay(attempt, retry_after, jitter_for(context.instance_id, stage, str(attempt)))
-            if delay is None:
-                later = _outcome(request, stage, "retry_later", error=envelope)
-                wait = policy.retry_later_delay(retry_after)
-                later["retry_at"] = to_iso(context.current_utc_datetime + timedelta(seconds=wait))
-                return (yield context.call_activity_with_retry(RECORD_OUTCOME, CRASH_RETRY, later))
-            context.set_custom_status({"stage": stage, "attempt": attempt, "retry_in_s": round(delay, 3)})
-            yield context.create_timer(context.current_utc_datetime + timedelta(seconds=delay))
-            attempt += 1
-    indexed = _outcome(request, PERSIST_CHUNKS, "indexed", result=result)
-    return (yield context.call_activity_with_retry(RECORD_OUTCOME, CRASH_RETRY, indexed))
+        envelope = yield from _call(context, policy, stage, request)
+        if envelope["ok"]:
+            result = envelope.get("result")
+            continue
+        if envelope["kind"] == "superseded":
+            return {"status": "superseded", "stage": stage, "message": envelope.get("message")}
+        if envelope["kind"] == "permanent":
+            outcome = _outcome(request, stage, "failed", error=envelope)
+        else:  # transient, retries spent: wait for a re-drive
+            wait = policy.retry_later_delay(envelope.get("retry_after_s"))
+            due = to_iso(context.current_utc_datetime + timedelta(seconds=wait))
+            outcome = _outcome(request, stage, "retry_later", error=envelope, retry_at=due)
+        break
+    else:
+        outcome = _outcome(request, PERSIST_CHUNKS, "indexed", result=result)
+    recorded = yield from _call(context, policy, RECORD_OUTCOME, outcome)
+    if recorded["ok"]:
+        return recorded["result"]
+    # The job store kept failing: the job stays in progress, where a re-drive resumes it.
+    return {"status": "unrecorded", "outcome": outcome["outcome"], "error": recorded}
+
+
+def _call(context: Any, policy: RetryPolicy, name: str, payload: dict[str, Any]) -> Generator[Any, Any, Any]:
+    """Call activity ``name`` until it answers ok, permanent or superseded, or its retries are spent.
+
+    Transient answers wait on a durable timer first. The last envelope is returned; an activity
+    that kept crashing past ``CRASH_RETRY`` comes back as a spent transient envelope.
+    """
+    attempt = 1
+    while True:
+        try:
+            envelope: dict[str, Any] = yield context.call_activity_with_retry(name, CRASH_RETRY, payload)
+        except Exception as crash:  # noqa: BLE001 -- activity failures arrive as plain Exception
+            return TransientError(f"{name} kept crashing: {str(crash)[:500]}", code="activity_crashed").to_payload()
+        if envelope["ok"] or envelope["kind"] != "transient":
+            break
+        retry_after = envelope.get("retry_after_s")
+        delay = policy.next_delay(attempt, retry_after, jitter_for(context.instance_id, name, str(attempt)))
+        if delay is None:
+            break
+        context.set_custom_status({"activity": name, "attempt": attempt, "retry_in_s": round(delay, 3)})
+        yield context.create_timer(context.current_utc_datetime + timedelta(seconds=delay))
+        attempt += 1
+    if attempt > 1:
+        context.set_custom_status(None)  # the retry it described is over
+    return envelope
 
 
 def _outcome(
@@ -91,5 +109,7 @@ def _outcome(
     *,
     result: Any = None,
     error: dict[str, Any] | None = None,
+    retry_at: str | None = None,
 ) -> dict[str, Any]:
-    return {"request": request, "stage": stage, "outcome": outcome, "result": result, "error": error}
+    found = {"request": request, "stage": stage, "outcome": outcome, "result": result, "error": error}
+    return found | ({"retry_at": retry_at} if retry_at else {})

@@ -18,6 +18,10 @@ for sample in samples/*; do  # never overwrite a file of the same name already i
   [ -e "$INGEST_INBOX_DIR/$(basename "$sample")" ] || cp "$sample" "$INGEST_INBOX_DIR/"
 done
 
+if ! .venv/bin/python -c "import socket; socket.create_server(('127.0.0.1', $port)).close()" 2>/dev/null; then
+  echo "port $port on 127.0.0.1 is in use (another host?): set INGEST_HOST_PORT to a free one" >&2
+  exit 1
+fi
 .venv/bin/python -m ingestion.devhost --port "$port" &
 host=$!
 trap 'kill -INT "$host" 2>/dev/null || true; wait "$host" 2>/dev/null || true' EXIT

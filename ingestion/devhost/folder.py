@@ -62,12 +62,17 @@ def ingest_folder(settings: Settings, *, progress: Progress | None = None, timeo
                     else:
                         doc_ids.append(doc_id)
                 while True:
+                    # Orchestrations first: once none is active, every job they will update is updated.
+                    active = host.engine.query(runtime_status=("Pending", "Running"))
                     jobs = [job for job in map(services.jobs.get, doc_ids) if job is not None]
                     statuses = Counter(job.status.value for job in jobs)
                     done = sum(1 for job in jobs if not job.status.in_progress)
                     if progress:
                         progress(done, len(doc_ids), statuses)
-                    if done == len(doc_ids) and not host.engine.query(runtime_status=("Pending", "Running")):
+                    if not active:
+                        for job in jobs:
+                            if job.status.in_progress:  # its orchestration failed: a re-drive resumes it
+                                log.error("%s: left %s by a failed orchestration", job.path, job.status)
                         return jobs
                     if time.monotonic() > deadline:
                         raise TimeoutError(f"{len(doc_ids) - done} files still in progress after {timeout_s:.0f} s")

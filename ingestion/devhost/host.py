@@ -89,7 +89,9 @@ class Host:
         )
         self._watcher = None
         if blob_source is not None:
-            self._watcher = BlobWatcher(blob_source, self._events.submit, interval_s=watch_interval_s)
+            self._watcher = BlobWatcher(
+                blob_source, self._events.submit, interval_s=watch_interval_s, state_path=data_dir / "watcher.json"
+            )
         timers = self.catalog.of("timerTrigger")
         self._timers = TimerService(
             [
@@ -103,7 +105,7 @@ class Host:
     # ------------------------------------------------------------------ lifecycle
 
     def start(self) -> None:
-        """Start the event loop, engine, HTTP server, event delivery, timers and watcher, in that order."""
+        """Bind the port, then start the event loop, engine, HTTP serving, event delivery, timers and watcher."""
         with self._lock:
             if self._started:
                 raise RuntimeError("a Host starts once")
@@ -115,15 +117,16 @@ class Host:
             raise
 
     def _start(self) -> None:
-        self._invoker.start()
-        self.engine.start()
         routes = [Route.of(info) for info in self.catalog.of("httpTrigger")]
         prefix = f"/{self.route_prefix}/" if self.route_prefix else "/"
         mounts: dict[str, Mount] = {
             prefix: FunctionRoutes(routes, self._invoker, lambda: self.base_url, prefix),
             PREFIX: DurableWebhooks(self.engine, lambda: self.base_url),
         }
+        # Bind first: a port in use must stop us before the engine resumes work another host may own.
         self._server = DevHttpServer(self._requested_port, mounts, debug=log.isEnabledFor(logging.DEBUG))
+        self._invoker.start()
+        self.engine.start()
         self._server.start()
         self._events.start()
         self._timers.start()

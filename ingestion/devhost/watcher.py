@@ -3,16 +3,21 @@
 Each poll lists the source and diffs ``{path: etag}`` against what was already reported. A new or
 changed blob is reported (BlobCreated) only once it is stable: the same ETag on two consecutive
 polls, so a file still being copied into the folder is not ingested half-written. A reported blob
-that disappears is reported deleted (BlobDeleted). Nothing is reported at start: the first polls
-see every existing blob as new, so files dropped while the host was down are caught (the functions
-are idempotent). A failed listing is logged and skipped, never taken for "everything was deleted".
+that disappears is reported deleted (BlobDeleted). At start the first polls see every existing
+blob as new, so files dropped (or events lost) while the host was down are caught (the functions
+are idempotent); and with a ``state_path`` the blobs reported before the restart that are gone now
+are reported deleted, so a file deleted while the host was down leaves the index too. A failed
+listing is logged and skipped, never taken for "everything was deleted".
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import threading
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 from ingestion.devhost.events import Sequencer, blob_event
@@ -33,8 +38,11 @@ class BlobWatcher:
         *,
         interval_s: float = 1.0,
         sequencer: Sequencer | None = None,
+        state_path: Path | None = None,
     ) -> None:
         self._source = source
+        self._state_path = state_path
+        self._before_restart = _load_state(state_path)  # path -> etag reported by the previous run
         self._emit = emit
         self._interval_s = interval_s
         self._sequencer = sequencer or Sequencer()
@@ -69,6 +77,8 @@ class BlobWatcher:
             events = self._diff(snapshot)
             for event in events:
                 self._emit(event)
+            if events:
+                self._save_state()
             return events
         finally:
             with self._progress:
@@ -108,12 +118,21 @@ class BlobWatcher:
                     sequencer=self._sequencer.next(),
                 )
             )
-        for path in sorted(self._reported.keys() - snapshot.keys()):
-            del self._reported[path]
+        gone = (self._reported.keys() | self._before_restart.keys()) - snapshot.keys()
+        self._before_restart = {}
+        for path in sorted(gone):
+            self._reported.pop(path, None)
             events.append(blob_event(BLOB_DELETED, container=container, path=path, sequencer=self._sequencer.next()))
         with self._progress:
             self._candidates = candidates
         return events
+
+    def _save_state(self) -> None:
+        if self._state_path is None:
+            return
+        scratch = self._state_path.with_suffix(".tmp")
+        scratch.write_text(json.dumps(self._reported))  # ASCII: names may hold undecodable bytes
+        os.replace(scratch, self._state_path)
 
     def _run(self) -> None:
         while not self._stopping.is_set():
@@ -122,3 +141,14 @@ class BlobWatcher:
             except Exception:  # the watcher must outlive one bad poll (an emit bug, a source fault)
                 log.exception("blob watcher poll failed")
             self._stopping.wait(self._interval_s)
+
+
+def _load_state(path: Path | None) -> dict[str, str]:
+    if path is None or not path.is_file():
+        return {}
+    try:
+        loaded = json.loads(path.read_text())
+    except ValueError:
+        log.warning("ignoring unreadable watcher state %s", path)
+        return {}
+    return {str(name): str(etag) for name, etag in loaded.items()} if isinstance(loaded, dict) else {}

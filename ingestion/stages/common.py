@@ -113,12 +113,17 @@ def require_content_hash(job: Job, stage: str) -> str:
 
 
 def current_job(services: Services, request: StageRequest) -> Job:
-    """The job, if ``request`` is still its current version; else ``Superseded``."""
+    """The job, if ``request`` is still its current, live version; else ``Superseded``.
+
+    A deleted document is superseded too: its blob is gone, whatever version the job names.
+    """
     job = services.jobs.get(request.doc_id)
     if job is None:
         raise Superseded(f"{request.doc_id}: no job document (deleted?)")
     if job.version.etag != request.etag:
         raise Superseded(f"{request.doc_id}: version {request.etag} replaced by {job.version.etag}")
+    if job.status is JobStatus.DELETED:
+        raise Superseded(f"{request.doc_id}: the blob was deleted")
     return job
 
 

@@ -49,13 +49,12 @@ def record_failure(
 ) -> Job | None:
     """Record ``error`` from ``stage``.
 
-    Permanent: the job ends ``skipped`` (empty files) or ``needs_review``, and the document's chunks
-    leave the index. Transient: counted, and when ``retry_at`` is given (the caller's retries are
-    spent) the job waits in ``retry_later`` for a re-drive; a transient failure is never terminal.
-    Superseded: nothing to record. Returns ``None`` when the job has moved on to another version.
+    Permanent: the job ends ``skipped`` (empty files), ``deleted`` (the blob is gone) or
+    ``needs_review``, and the document's chunks leave the index. Transient: without ``retry_at`` it
+    counts one failed attempt; with ``retry_at`` (the caller's retries are spent, each already
+    counted) the job waits in ``retry_later`` for a re-drive: a transient failure is never terminal.
+    Returns ``None`` when the job has moved on to another version (or was deleted).
     """
-    if isinstance(error, Superseded):
-        return None
     try:
         job = update_job(services, request, lambda job: _recorded(services, job, stage, error, retry_at))
     except Superseded:
@@ -68,13 +67,18 @@ def record_failure(
     return job
 
 
+# A blob that vanished before it was read was deleted: its DeleteBlob event may have been handled
+# before this version was registered. Empty files are skipped. Everything else needs a person.
+_OUTCOMES = {ReasonCode.EMPTY: JobStatus.SKIPPED, ReasonCode.NOT_FOUND: JobStatus.DELETED}
+
+
 def _recorded(services: Services, job: Job, stage: str, error: IngestionError, retry_at: datetime | None) -> Job | None:
     if job.status.is_terminal or job.status is JobStatus.RETRY_LATER:
         return None  # already recorded by an earlier run of this stage
     now = services.clock()
     if isinstance(error, PermanentError):
         info = ErrorInfo(stage, error.kind, error.reason.value, error.message, now)
-        target = JobStatus.SKIPPED if error.reason is ReasonCode.EMPTY else JobStatus.NEEDS_REVIEW
+        target = _OUTCOMES.get(error.reason, JobStatus.NEEDS_REVIEW)
         return job.transition(
             target,
             now,
@@ -87,8 +91,7 @@ def _recorded(services: Services, job: Job, stage: str, error: IngestionError, r
     if not isinstance(error, TransientError):
         raise TypeError(f"not a stage error: {error!r}")
     info = ErrorInfo(stage, error.kind, error.code, error.message, now)
-    attempts = job.attempts + 1
     if retry_at is None:
-        return job.transition(job.status, now, f"{stage}: transient, retrying", last_error=info, attempts=attempts)
-    note = f"{stage}: retries exhausted"
-    return job.transition(JobStatus.RETRY_LATER, now, note, last_error=info, attempts=attempts, retry_at=retry_at)
+        note = f"{stage}: transient, retrying"
+        return job.transition(job.status, now, note, last_error=info, attempts=job.attempts + 1)
+    return job.transition(JobStatus.RETRY_LATER, now, f"{stage}: retries exhausted", last_error=info, retry_at=retry_at)

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
-from ingestion.errors import PermanentError, ReasonCode, Superseded, TransientError
+from ingestion.errors import IngestionError, PermanentError, ReasonCode, Superseded, TransientError
 from ingestion.model import IndexRecord, Job, JobStatus, chunk_ids_digest
 from ingestion.ports import IndexResult
 from ingestion.services import Services
@@ -104,7 +104,7 @@ def repair_index(services: Services, doc_id: str) -> None:
             return
         except Superseded:
             continue
-        except TransientError:
+        except IngestionError:  # transient or a rejected chunk: that run's final check and the reconciler see it
             return
 
 

@@ -7,7 +7,7 @@ import pytest
 from ingestion.devhost.events import blob_event
 from ingestion.errors import PermanentError, ReasonCode, TransientError
 from ingestion.model import PROGRESS, DocumentRef, JobStatus
-from ingestion.triggers import BLOB_CREATED, BLOB_DELETED, instance_id_for
+from ingestion.triggers import BLOB_CREATED, BLOB_DELETED
 from ingestion.workflow import STAGE_ACTIVITIES
 from tests.functions.conftest import Running
 from tests.unit.parsers.conftest import minimal_pdf
@@ -33,7 +33,8 @@ def test_happy_path_indexes_the_file_and_search_finds_it(running: Running) -> No
     assert job.chunk_count > 0
     assert running.index.count_for_doc(job.doc_id) == job.chunk_count
     assert running.chunk_versions("handbook.txt") == {job.version.content_hash}
-    status = running.host.engine.get_status(instance_id_for(job.doc_id, job.version.etag))
+    assert job.instance_id is not None
+    status = running.host.engine.get_status(job.instance_id)
     assert status is not None
     assert status["runtimeStatus"] == "Completed"
     assert status["output"]["status"] == "indexed"
@@ -126,7 +127,8 @@ def test_an_overwrite_during_ingestion_ends_with_only_the_new_version(running: R
     assert new.version.etag != old.version.etag
     assert running.chunk_versions("handbook.txt") == {new.version.content_hash}
     assert running.index.count_for_doc(new.doc_id) == new.chunk_count
-    old_run = running.host.engine.get_status(instance_id_for(old.doc_id, old.version.etag))
+    assert old.instance_id is not None
+    old_run = running.host.engine.get_status(old.instance_id)
     assert old_run is not None
     assert old_run["output"]["status"] == "superseded"
     new_ids = {chunk_id for chunk_id, _ in running.index.ids_for_doc(new.doc_id)}

@@ -77,7 +77,8 @@ def test_starter_registers_the_version_and_starts_one_orchestration(services: Se
     job = services.jobs.get(doc_id)
     assert job is not None
     assert job.status is JobStatus.QUEUED
-    assert job.instance_id == instance_id_for(doc_id, info.version.etag)
+    assert job.instance_id == instance_id_for(job)
+    assert info.version.etag == job.version.etag
     [(name, instance_id, payload)] = client.started
     assert (name, instance_id) == (ORCHESTRATOR, job.instance_id)
     assert payload["request"] == {"doc_id": doc_id, "etag": info.version.etag}
@@ -195,7 +196,7 @@ def test_record_outcome_of_a_superseded_version_writes_nothing(services: Service
     upload(services, "a.txt", b"two")
     outcome = {"request": old.to_payload(), "stage": FETCH_BLOB, "outcome": "failed",
                "error": {"ok": False, "kind": "permanent", "code": "corrupt", "message": "x"}}  # fmt: skip
-    assert record_outcome(services, outcome)["status"] == "superseded"
+    assert record_outcome(services, outcome)["result"]["status"] == "superseded"
     job = services.jobs.get(old.doc_id)
     assert job is not None
     assert job.status is JobStatus.QUEUED

@@ -26,6 +26,13 @@ from ingestion.workflow import (
 REQUEST = {"doc_id": "doc-1", "etag": "etag-1"}
 POLICY = RetryPolicy(attempts=3, first_delay_s=2.0, max_delay_s=30.0, retry_later_s=600.0)
 OK = {"ok": True, "result": {"chunks": 1}}
+
+
+def recorded(status: str) -> dict[str, Any]:
+    """record_outcome's answer: the job's new state."""
+    return {"ok": True, "result": {"status": status}}
+
+
 PERSISTED = {"ok": True, "result": {"chunks": 3, "upserted": 3, "deleted": 0, "chunk_ids_digest": "d"}}
 
 
@@ -85,7 +92,7 @@ def test_happy_path_calls_each_stage_once_then_records_indexed() -> None:
     """Every stage runs once with the same request, then record_outcome gets the persist result."""
     answers: dict[str, list[Any]] = {name: [OK] for name in STAGE_ACTIVITIES}
     answers[PERSIST_CHUNKS] = [PERSISTED]
-    answers[RECORD_OUTCOME] = [{"status": "indexed"}]
+    answers[RECORD_OUTCOME] = [recorded("indexed")]
     context, output = drive(answers)
     assert names(context) == [*STAGE_ACTIVITIES, RECORD_OUTCOME]
     assert all(payload == REQUEST for name, payload in context.calls[:5])
@@ -101,7 +108,7 @@ def test_transient_failure_waits_on_a_durable_timer_and_retries() -> None:
     answers: dict[str, list[Any]] = {name: [OK] for name in STAGE_ACTIVITIES}
     answers[EMBED_CHUNKS] = [transient, transient, OK]
     answers[PERSIST_CHUNKS] = [PERSISTED]
-    answers[RECORD_OUTCOME] = [{"status": "indexed"}]
+    answers[RECORD_OUTCOME] = [recorded("indexed")]
     context, _ = drive(answers)
     assert names(context).count(EMBED_CHUNKS) == 3
     timers = [value for name, value in context.calls if name == "timer"]
@@ -119,7 +126,7 @@ def test_retry_after_longer_than_the_backoff_is_honoured() -> None:
     answers: dict[str, list[Any]] = {name: [OK] for name in STAGE_ACTIVITIES}
     answers[FETCH_BLOB] = [throttled, OK]
     answers[PERSIST_CHUNKS] = [PERSISTED]
-    answers[RECORD_OUTCOME] = [{"status": "indexed"}]
+    answers[RECORD_OUTCOME] = [recorded("indexed")]
     context, _ = drive(answers)
     timers = [value for name, value in context.calls if name == "timer"]
     assert timers == [datetime(2026, 11, 1, tzinfo=UTC) + timedelta(seconds=17.0)]
@@ -130,7 +137,7 @@ def test_spent_retries_end_in_retry_later_with_a_due_time() -> None:
     transient = TransientError("timeout", code="timeout").to_payload()
     answers: dict[str, list[Any]] = {
         FETCH_BLOB: [transient] * POLICY.attempts,
-        RECORD_OUTCOME: [{"status": "retry_later"}],
+        RECORD_OUTCOME: [recorded("retry_later")],
     }
     context, output = drive(answers)
     assert names(context).count(FETCH_BLOB) == POLICY.attempts
@@ -143,7 +150,7 @@ def test_spent_retries_end_in_retry_later_with_a_due_time() -> None:
 def test_a_wait_longer_than_max_delay_goes_to_retry_later_at_once() -> None:
     """A retry_after beyond max_delay_s is not slept on in the orchestration: retry_later, due then."""
     throttled = TransientError("quota", retry_after=3600.0, code="http_429").to_payload()
-    answers: dict[str, list[Any]] = {FETCH_BLOB: [throttled], RECORD_OUTCOME: [{"status": "retry_later"}]}
+    answers: dict[str, list[Any]] = {FETCH_BLOB: [throttled], RECORD_OUTCOME: [recorded("retry_later")]}
     context, _ = drive(answers)
     assert "timer" not in names(context)
     outcome = context.calls[-1][1]
@@ -156,7 +163,7 @@ def test_permanent_failure_is_recorded_at_once(stage: str) -> None:
     permanent = PermanentError(ReasonCode.CORRUPT, "broken").to_payload()
     answers: dict[str, list[Any]] = {name: [OK] for name in STAGE_ACTIVITIES}
     answers[stage] = [permanent]
-    answers[RECORD_OUTCOME] = [{"status": "needs_review"}]
+    answers[RECORD_OUTCOME] = [recorded("needs_review")]
     context, output = drive(answers)
     ran = names(context)
     assert ran == [*STAGE_ACTIVITIES[: STAGE_ACTIVITIES.index(stage) + 1], RECORD_OUTCOME]
@@ -176,10 +183,27 @@ def test_superseded_stops_without_recording() -> None:
 def test_an_activity_that_keeps_crashing_leaves_the_job_in_retry_later() -> None:
     """When the crash net's attempts are spent the job waits for a re-drive, never lost."""
     answers: dict[str, list[Any]] = {FETCH_BLOB: [Exception("KeyError: 'x' \n Traceback ...")]}
-    answers[RECORD_OUTCOME] = [{"status": "retry_later"}]
+    answers[RECORD_OUTCOME] = [recorded("retry_later")]
     context, _ = drive(answers)
     outcome = context.calls[-1][1]
     assert (outcome["outcome"], outcome["error"]["code"]) == ("retry_later", "activity_crashed")
+
+
+def test_recording_is_retried_and_a_failing_job_store_leaves_the_run_unrecorded() -> None:
+    """record_outcome's transient failures are retried on timers; when spent the run says so."""
+    store_down = TransientError("job store 503", code="http_503").to_payload()
+    answers: dict[str, list[Any]] = {name: [OK] for name in STAGE_ACTIVITIES}
+    answers[PERSIST_CHUNKS] = [PERSISTED]
+    answers[RECORD_OUTCOME] = [store_down, recorded("indexed")]
+    context, output = drive(answers)
+    assert names(context)[-3:] == [RECORD_OUTCOME, "timer", RECORD_OUTCOME]
+    assert output == {"status": "indexed"}
+    answers = {name: [OK] for name in STAGE_ACTIVITIES}
+    answers[PERSIST_CHUNKS] = [PERSISTED]
+    answers[RECORD_OUTCOME] = [store_down] * POLICY.attempts
+    context, output = drive(answers)
+    assert (output["status"], output["outcome"]) == ("unrecorded", "indexed")
+    assert context.custom_status is None
 
 
 def test_the_policy_is_deterministic_per_instance_and_attempt() -> None:
