@@ -16,8 +16,8 @@ from ingestion.adapters.local_embedder import HashingEmbedder
 from ingestion.bootstrap import using_services
 from ingestion.config import ParseLimits, Settings
 from ingestion.devhost.host import Host
-from ingestion.model import DocumentRef, Job
-from ingestion.ports import Embeddings
+from ingestion.model import DocumentRef, IndexRecord, Job
+from ingestion.ports import Embeddings, IndexResult
 from ingestion.retry import RetryPolicy
 from ingestion.services import Services
 from ingestion.tokens import Tokenizer
@@ -58,6 +58,30 @@ class GatedEmbedder:
         return self.inner.embed(texts)
 
 
+class GatedIndex:
+    """Wraps the index; while the gate is held, upserts wait (and say they have started)."""
+
+    def __init__(self, inner: InMemorySearchIndex) -> None:
+        self.inner = inner
+        self.entered = threading.Event()
+        self._open = threading.Event()
+        self._open.set()
+
+    def hold(self) -> None:
+        self._open.clear()
+
+    def release(self) -> None:
+        self._open.set()
+
+    def __getattr__(self, name: str) -> Any:  # every other call goes straight to the inner index
+        return getattr(self.inner, name)
+
+    def upsert(self, records: Sequence[IndexRecord]) -> list[IndexResult]:
+        self.entered.set()
+        assert self._open.wait(SETTLE_S), "the test never released the gate"
+        return self.inner.upsert(records)
+
+
 @dataclass
 class Running:
     """A started host and the fakes behind it."""
@@ -69,6 +93,7 @@ class Running:
     index: InMemorySearchIndex
     embedder: CountingEmbedder
     gate: GatedEmbedder
+    index_gate: GatedIndex
 
     def job(self, path: str) -> Job:
         job = self.services.jobs.get(DocumentRef(self.blobs.container, path).doc_id)
@@ -96,7 +121,7 @@ def make_services(tokenizer: Tokenizer, tmp_path: Path, **limits: int) -> Servic
         blobs=InMemoryBlobSource(),
         artifacts=InMemoryArtifactStore(),
         jobs=InMemoryJobStore(),
-        index=InMemorySearchIndex(dimensions=64),
+        index=GatedIndex(InMemorySearchIndex(dimensions=64)),
         embedder=GatedEmbedder(CountingEmbedder(HashingEmbedder(64, tokenizer))),
         tokenizer=tokenizer,
     )
@@ -108,7 +133,7 @@ def running(tokenizer: Tokenizer, tmp_path: Path) -> Iterator[Running]:
     services = make_services(tokenizer, tmp_path, max_file_bytes=1_000_000)
     assert isinstance(services.blobs, InMemoryBlobSource)
     assert isinstance(services.jobs, InMemoryJobStore)
-    assert isinstance(services.index, InMemorySearchIndex)
+    assert isinstance(services.index, GatedIndex)
     assert isinstance(services.embedder, GatedEmbedder)
     with using_services(services):
         host = Host(
@@ -120,5 +145,5 @@ def running(tokenizer: Tokenizer, tmp_path: Path) -> Iterator[Running]:
             watch_interval_s=0.02,
         )
         with host:
-            gate = services.embedder
-            yield Running(host, services, services.blobs, services.jobs, services.index, gate.inner, gate)
+            gate, index_gate = services.embedder, services.index
+            yield Running(host, services, services.blobs, services.jobs, index_gate.inner, gate.inner, gate, index_gate)

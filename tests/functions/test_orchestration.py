@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import pytest
 
 from ingestion.devhost.events import blob_event
@@ -149,6 +151,36 @@ def test_a_delete_during_ingestion_ends_with_no_chunks(running: Running) -> None
     assert job.status is JobStatus.DELETED
     assert running.index.count_for_doc(job.doc_id) == 0
     assert running.index.upserts == []
+
+
+def test_a_delete_during_persist_ends_with_no_chunks(running: Running) -> None:
+    """A file deleted while persist is writing its chunks ends deleted with none left in the index."""
+    running.index_gate.hold()
+    running.blobs.put("handbook.txt", TEXT)
+    assert running.index_gate.entered.wait(60)  # persist passed its version check and is writing
+    running.blobs.delete("handbook.txt")
+    running.host.wait_for_events(60)
+    assert running.job("handbook.txt").status is JobStatus.DELETED
+    running.index_gate.release()
+    running.settle()
+    job = running.job("handbook.txt")
+    assert job.status is JobStatus.DELETED
+    assert running.index.count_for_doc(job.doc_id) == 0
+
+
+def test_an_older_dated_copy_replaces_the_file(running: Running) -> None:
+    """A copy that keeps an older modification time (cp -p, rsync -t) is still the file's new version."""
+    running.blobs.put("handbook.txt", TEXT)
+    running.settle()
+    first = running.job("handbook.txt")
+    running.blobs.put(
+        "handbook.txt", TEXT.replace(b"twenty five", b"thirty"), last_modified=datetime(2020, 1, 1, tzinfo=UTC)
+    )
+    running.settle()
+    second = running.job("handbook.txt")
+    assert second.status is JobStatus.INDEXED
+    assert second.version.content_hash != first.version.content_hash
+    assert running.chunk_versions("handbook.txt") == {second.version.content_hash}
 
 
 def test_a_delete_event_for_a_blob_that_still_exists_is_ignored(running: Running) -> None:

@@ -14,6 +14,7 @@ from ingestion.adapters.local_blob import FolderBlobSource
 from ingestion.adapters.local_embedder import HashingEmbedder
 from ingestion.adapters.sqlite_index import SqliteSearchIndex
 from ingestion.adapters.sqlite_jobs import SqliteJobStore
+from ingestion.bootstrap import build_services
 from ingestion.config import ParseLimits, Settings
 from ingestion.devhost.folder import ingest_folder
 from ingestion.jobs import register_version
@@ -173,3 +174,13 @@ def test_a_folder_with_broken_entries_still_ingests_every_real_file(tmp_path: Pa
         "good.txt": (JobStatus.INDEXED, None),
         "caf\udce9.txt": (JobStatus.NEEDS_REVIEW, "invalid_name"),
     }
+    # And deleting both while no host runs, the next run marks them deleted (the odd name too)
+    inbox.delete("good.txt")
+    os.remove(os.path.join(os.fsencode(inbox.root), b"caf\xe9.txt"))
+    services = build_services(settings)
+    try:
+        assert ingest_folder(settings) == []
+        statuses = {job.path: job.status for job in services.jobs.list().jobs}
+    finally:
+        services.close()
+    assert statuses == {"good.txt": JobStatus.DELETED, "caf\udce9.txt": JobStatus.DELETED}

@@ -167,6 +167,25 @@ def test_a_blob_uploaded_again_after_deletion_is_ingested_again(services: Servic
     assert current.status is JobStatus.QUEUED
 
 
+def test_a_version_queued_again_gets_a_new_instance_id(services: Services) -> None:
+    """Re-uploading the same bytes after a delete re-queues the version under a fresh id, so a run of
+    that version that is just stopping cannot swallow the start."""
+    blobs(services).put("a.txt", b"same bytes")
+    first = plan_ingestion(services, "uploads", "a.txt")
+    assert first is not None
+    assert remove_blob(services, "uploads", "a.txt") == "blob exists"
+    blobs(services).delete("a.txt")
+    assert remove_blob(services, "uploads", "a.txt") == "deleted"
+    blobs(services).put("a.txt", b"same bytes")
+    services.sleep(1.0)  # the fixture's clock moves on
+    again = plan_ingestion(services, "uploads", "a.txt")
+    assert again is not None
+    assert again.instance_id != first.instance_id
+    duplicate = plan_ingestion(services, "uploads", "a.txt")  # the same event again: same registration
+    assert duplicate is not None
+    assert duplicate.instance_id == again.instance_id
+
+
 def test_run_stage_answers_with_envelopes(services: Services) -> None:
     """A stage's result comes back as ok+result; a missing blob as a permanent not_found envelope."""
     request = upload(services, "a.txt", b"Some words worth indexing.")

@@ -118,6 +118,21 @@ def test_watcher_reports_files_present_at_start_and_ignores_short_lived_ones(
     assert kinds(watcher.poll()) == [("BlobCreated", "a.txt"), ("BlobCreated", "sub/b.txt")]
 
 
+def test_files_deleted_while_the_host_was_down_are_reported_deleted(inbox: FolderBlobSource, tmp_path: Path) -> None:
+    """With a state file, a restarted watcher reports what vanished since the last run, and re-reports the rest."""
+    state = tmp_path / "watcher.json"
+    before = BlobWatcher(inbox, lambda _event: None, state_path=state)
+    inbox.put("kept.txt", b"k")
+    inbox.put("gone.txt", b"g")
+    before.poll()
+    assert kinds(before.poll()) == [("BlobCreated", "gone.txt"), ("BlobCreated", "kept.txt")]
+    inbox.delete("gone.txt")  # while no host runs
+    after = BlobWatcher(inbox, lambda _event: None, state_path=state)
+    assert kinds(after.poll()) == [("BlobDeleted", "gone.txt")]
+    assert kinds(after.poll()) == [("BlobCreated", "kept.txt")]
+    assert kinds(BlobWatcher(inbox, lambda _event: None).poll()) == []  # without state nothing is known gone
+
+
 def test_failed_listing_is_not_taken_for_deletions(inbox: FolderBlobSource) -> None:
     """A listing that raises skips the poll instead of reporting every blob deleted."""
 
