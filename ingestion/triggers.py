@@ -23,11 +23,12 @@ import logging
 from dataclasses import dataclass, replace
 from typing import Any
 
-from ingestion.errors import ConcurrencyError, PermanentError, ReasonCode, TransientError
+from ingestion.errors import PermanentError, ReasonCode
 from ingestion.jobs import register_version
 from ingestion.model import DocumentRef, DocumentVersion, Job, JobStatus, stable_hash, to_iso
 from ingestion.services import Services
 from ingestion.stages import StageRequest, record_failure
+from ingestion.stages.common import rewrite_job
 from ingestion.stages.persist import purge_document, repair_index
 from ingestion.workflow import ORCHESTRATOR, orchestration_input
 
@@ -36,7 +37,6 @@ log = logging.getLogger(__name__)
 BLOB_CREATED = "Microsoft.Storage.BlobCreated"
 BLOB_DELETED = "Microsoft.Storage.BlobDeleted"
 _ACTIVE = frozenset({"Pending", "Running"})
-_ATTEMPTS = 20
 
 
 @dataclass(frozen=True)
@@ -126,17 +126,11 @@ def remove_blob(services: Services, container: str, path: str) -> str:
     if _exists(services, path):
         return "blob exists"  # a stale or duplicate event: the blob was uploaded again
     doc_id = DocumentRef(container, path).doc_id
-    for _ in range(_ATTEMPTS):
-        job = services.jobs.get(doc_id)
-        if job is None or job.status is JobStatus.DELETED:
-            break
-        try:
-            services.jobs.replace(_deleted(services, job))
-            break
-        except ConcurrencyError:
-            continue
-    else:
-        raise TransientError(f"{doc_id}: job document kept changing while marking it deleted")
+    rewrite_job(
+        services,
+        doc_id,
+        lambda job: None if job is None or job.status is JobStatus.DELETED else _deleted(services, job),
+    )
     removed = purge_document(services, doc_id)
     current = services.jobs.get(doc_id)
     if current is not None and current.status is not JobStatus.DELETED:
@@ -181,12 +175,9 @@ def _record_unreadable(services: Services, ref: DocumentRef, error: PermanentErr
 
 
 def _remember_instance(services: Services, job: Job, instance_id: str) -> None:
-    for _ in range(_ATTEMPTS):
-        current = services.jobs.get(job.doc_id)
+    def change(current: Job | None) -> Job | None:
         if current is None or current.version.etag != job.version.etag or current.instance_id == instance_id:
-            return
-        try:
-            services.jobs.replace(replace(current, instance_id=instance_id))
-            return
-        except ConcurrencyError:
-            continue
+            return None  # gone, or moved on to another version, or already recorded
+        return replace(current, instance_id=instance_id)
+
+    rewrite_job(services, job.doc_id, change)

@@ -113,11 +113,12 @@ def require_content_hash(job: Job, stage: str) -> str:
 
 
 def current_job(services: Services, request: StageRequest) -> Job:
-    """The job, if ``request`` is still its current, live version; else ``Superseded``.
+    """The job, if ``request`` is still its current, live version; else ``Superseded``."""
+    return _require_current(services.jobs.get(request.doc_id), request)
 
-    A deleted document is superseded too: its blob is gone, whatever version the job names.
-    """
-    job = services.jobs.get(request.doc_id)
+
+def _require_current(job: Job | None, request: StageRequest) -> Job:
+    # A deleted document is superseded too: its blob is gone, whatever version the job names.
     if job is None:
         raise Superseded(f"{request.doc_id}: no job document (deleted?)")
     if job.version.etag != request.etag:
@@ -127,14 +128,12 @@ def current_job(services: Services, request: StageRequest) -> Job:
     return job
 
 
-def update_job(services: Services, request: StageRequest, change: Callable[[Job], Job | None]) -> Job:
-    """Read-check-write: apply ``change`` to the current job and store it, retrying lost races.
-
-    ``change`` returns ``None`` to leave the job as it is. Every attempt re-checks the version, so
-    an older run never overwrites a newer one.
-    """
+def rewrite_job(services: Services, doc_id: str, change: Callable[[Job | None], Job | None]) -> Job | None:
+    """Read-check-write on one job document: apply ``change`` to it as stored and write the result,
+    re-reading and trying again when another writer got there first (the store's ETag check).
+    ``change`` returns ``None`` to leave the document as it is; the document as it ends up."""
     for _ in range(_UPDATE_ATTEMPTS):
-        job = current_job(services, request)
+        job = services.jobs.get(doc_id)
         changed = change(job)
         if changed is None:
             return job
@@ -142,7 +141,16 @@ def update_job(services: Services, request: StageRequest, change: Callable[[Job]
             return services.jobs.replace(changed)
         except ConcurrencyError:
             continue
-    raise TransientError(f"{request.doc_id}: job document kept changing under {_UPDATE_ATTEMPTS} updates")
+    raise TransientError(f"{doc_id}: job document kept changing under {_UPDATE_ATTEMPTS} updates")
+
+
+def update_job(services: Services, request: StageRequest, change: Callable[[Job], Job | None]) -> Job:
+    """``rewrite_job`` for a stage: every attempt re-checks that ``request`` is still the current
+    version (else ``Superseded``), so an older run never overwrites a newer one."""
+    job = rewrite_job(services, request.doc_id, lambda stored: change(_require_current(stored, request)))
+    if job is None:  # not reachable: _require_current refuses a missing document
+        raise Superseded(f"{request.doc_id}: no job document")
+    return job
 
 
 def advance(services: Services, request: StageRequest, status: JobStatus, note: str = "") -> Job:

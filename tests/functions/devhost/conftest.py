@@ -18,13 +18,6 @@ from ingestion.adapters.local_blob import FolderBlobSource
 from ingestion.devhost.host import Host
 from tests.functions.devhost import sample_app
 
-# The durable SDK warns once per process (DeprecationWarning) when it decodes JSON without an
-# expected type, which it does on every orchestrator input and activity call; the worker ignores it,
-# but the suite's filterwarnings=error would turn it into an orchestration failure.
-SDK_TYPING_NOTICE = pytest.mark.filterwarnings(
-    "ignore:azure.functions df_loads was called without expected_type:DeprecationWarning"
-)
-
 
 @dataclass(frozen=True)
 class Reply:

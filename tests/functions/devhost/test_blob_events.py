@@ -17,9 +17,8 @@ from ingestion.errors import TransientError
 from ingestion.ports import BlobInfo
 from ingestion.triggers import BLOB_CREATED, BLOB_DELETED
 from tests.functions.devhost import sample_app
-from tests.functions.devhost.conftest import SDK_TYPING_NOTICE
 
-pytestmark = [pytest.mark.timeout(60), SDK_TYPING_NOTICE]
+pytestmark = pytest.mark.timeout(60)
 
 
 def test_blob_created_payload_has_the_azure_storage_shape() -> None:

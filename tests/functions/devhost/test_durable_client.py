@@ -9,9 +9,9 @@ import pytest
 
 from ingestion.devhost.host import Host
 from ingestion.devhost.rpc import client_binding
-from tests.functions.devhost.conftest import SDK_TYPING_NOTICE, call
+from tests.functions.devhost.conftest import call
 
-pytestmark = [pytest.mark.timeout(60), SDK_TYPING_NOTICE]
+pytestmark = pytest.mark.timeout(60)
 
 
 def client(host: Host, op: str, **ask: Any) -> Any:

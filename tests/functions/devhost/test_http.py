@@ -6,9 +6,9 @@ import pytest
 
 from ingestion.devhost.host import Host
 from ingestion.devhost.http import compile_template
-from tests.functions.devhost.conftest import SDK_TYPING_NOTICE, call
+from tests.functions.devhost.conftest import call
 
-pytestmark = [pytest.mark.timeout(60), SDK_TYPING_NOTICE]
+pytestmark = pytest.mark.timeout(60)
 
 
 def test_route_params_query_body_and_headers_reach_the_function(host: Host) -> None:

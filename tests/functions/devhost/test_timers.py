@@ -13,9 +13,9 @@ import pytest
 from ingestion.devhost.host import Host
 from ingestion.devhost.timers import Schedule, TimerService, TimerSpec
 from tests.functions.devhost import sample_app
-from tests.functions.devhost.conftest import SDK_TYPING_NOTICE, wait_until
+from tests.functions.devhost.conftest import wait_until
 
-pytestmark = [pytest.mark.timeout(60), SDK_TYPING_NOTICE]
+pytestmark = pytest.mark.timeout(60)
 
 NEW_YEAR = datetime(2024, 1, 1, 0, 0, 3, tzinfo=UTC)
 
