@@ -31,7 +31,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m ingestion", description=__doc__)
     parser.add_argument("--data-dir", type=Path, help="where jobs, artifacts and the index live (INGEST_DATA_DIR)")
     commands = parser.add_subparsers(dest="command", required=True)
-    ingest = commands.add_parser("ingest", help="ingest every file of a folder and wait until each is terminal")
+    ingest = commands.add_parser(
+        "ingest",
+        help="ingest every file of a folder through the local host and wait until each is done; the folder "
+        "plays the container, so files gone since the last run (same --data-dir) leave the index",
+    )
     ingest.add_argument("folder", type=Path)
     ingest.add_argument("--workers", type=int, help="activities at once (INGEST_ACTIVITY_WORKERS, default 2)")
     ingest.add_argument("--json", action="store_true", help="one JSON record per document")
