@@ -10,8 +10,8 @@
 Services are built on first use, not at import (``ingestion.bootstrap.shared_services``).
 """
 
-from __future__ import annotations
-
+# No ``from __future__ import annotations`` here: the Python worker reads these annotations at
+# indexing time to choose converters (e.g. the SDK-type BlobClient), so they stay real objects.
 import json
 from collections.abc import Generator
 from typing import Any
