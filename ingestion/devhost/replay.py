@@ -1,22 +1,22 @@
 """One orchestrator episode, host side of the Durable protocol: pure (no threads, no SQL, no clock).
 
-An episode hands the SDK's ``handle`` the stored history plus exactly ONE new event (opened by an
+An episode hands the SDK's ``handle`` the stored history plus a batch of new messages (opened by an
 OrchestratorStarted), then turns the returned state into history events, activity calls and timers.
-One event per episode is what makes sequence ids easy to get right: the SDK allocates the next id
-whenever a task is opened, and besides the tasks user code yields, a ``RetryAbleTask`` opens one
-while the new event is processed (a retry timer when an attempt fails, the next attempt when that
-timer fires). So in an episode the host-driven retry step takes the next id first, then the actions
-the SDK added this time (all actions beyond ``Cursor.actions_seen``, compound ones flattened leaf by
-leaf) take the following ids in order. Delivering several events at once would interleave the two.
 
-The ``Cursor`` is the host's own bookkeeping, persisted with the instance: ids handed out, actions
-seen, the retry tasks in flight (keyed by the id of their pending attempt or timer) and how many
-``WaitForExternalEvent`` actions each event name has.
+Ids: the SDK gives the next sequence id to each task it opens, in the order it processes events.
+User code opens the tasks of the actions it yields (action and ids together, leaf by leaf), and a
+``RetryAbleTask`` opens one task without an action while processing its own message: a retry timer
+when an attempt failed, the next attempt when a non-final retry timer fired; such a message never
+resumes user code. So ``plan_batch`` delivers retry messages first (one id each, in order), and the
+new action leaves (beyond ``Cursor.leaf_ids``) take the following ids in order. Every replayed leaf
+is checked against the history event at its recorded id: a changed orchestrator fails its instance
+as a "nondeterministic orchestration", as on Azure, instead of handing a result to the wrong task.
 """
 
 from __future__ import annotations
 
 import json
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -28,6 +28,7 @@ Handle = Callable[[str], str]
 
 OUT_OF_PROC_MARKER = "$OutOfProcData$:"
 RUNNING, COMPLETED, FAILED, CONTINUED_AS_NEW = "Running", "Completed", "Failed", "ContinuedAsNew"
+MAX_BATCH = 1000  # messages per episode
 
 
 class EventType(IntEnum):
@@ -59,10 +60,22 @@ class ActionType(IntEnum):
 
 
 _RUNNABLE = frozenset(int(kind) for kind in ActionType)
+_CONTEXT: dict[str, Any] = {"parentInstanceId": None, "upperSchemaVersion": 1, "upperSchemaVersionNew": 2}
+_CONTEXT |= {"longRunningTimerIntervalDuration": "3.00:00:00", "maximumShortTimerDuration": "6.00:00:00"}
+# what a replayed leaf must find in history at its id
+_RECORDED_AS = {
+    ActionType.CALL_ACTIVITY: EventType.TASK_SCHEDULED,
+    ActionType.CALL_ACTIVITY_WITH_RETRY: EventType.TASK_SCHEDULED,
+    ActionType.CREATE_TIMER: EventType.TIMER_CREATED,
+}
 
 
 class UnsupportedActionError(Exception):
     """The orchestrator asked for something this engine does not run (sub-orchestrations, entities, HTTP)."""
+
+
+class NondeterminismError(Exception):
+    """A replayed action differs from the one history recorded at its sequence id."""
 
 
 def iso(moment: datetime) -> str:
@@ -80,13 +93,19 @@ def event(kind: EventType, timestamp: str, *, event_id: int = -1, **fields: Any)
 
 @dataclass
 class Cursor:
-    """Host bookkeeping for one execution of an instance (reset by continue-as-new and overwrite)."""
+    """The host's bookkeeping for one execution, persisted with the instance.
 
-    actions_seen: int = 0
+    Ids handed out, the id of each action leaf that took one (-1: recorded by an older devhost that
+    kept only ``actions_seen``; None until such a cursor is upgraded), the retry tasks in flight (by
+    the id of their pending attempt or timer) and how many waits each external event name has.
+    """
+
     next_id: int = 0
     last_started: str | None = None
     retries: dict[str, dict[str, Any]] = field(default_factory=dict)
     waits: dict[str, int] = field(default_factory=dict)
+    leaf_ids: list[int] | None = field(default_factory=list)
+    actions_seen: int = 0
 
     def take_id(self) -> int:
         self.next_id += 1
@@ -97,7 +116,7 @@ class Cursor:
 
     @classmethod
     def from_json(cls, text: str) -> Cursor:
-        return cls(**json.loads(text))
+        return cls(**{"leaf_ids": None} | json.loads(text))
 
 
 @dataclass(frozen=True)
@@ -135,17 +154,28 @@ class Episode:
         self.timers.append(TimerCall(timer_id, fire_at))
 
 
-def deliverable(message: Event, cursor: Cursor, history: Sequence[Event]) -> bool:
-    """False for an external event nobody waits for yet: it stays queued until a wait is yielded.
+def plan_batch(messages: Sequence[Event], cursor: Cursor, history: Sequence[Event]) -> list[int]:
+    """Indexes of the queued ``messages`` to deliver in one episode, in delivery order.
 
-    Delivering it early would work (the SDK defers it) but makes the SDK warn "Potential duplicate
-    Task completion" and keep only the last of several early events with one name.
+    Retry messages first (see module doc), then the others in queue order. An external event nobody
+    waits for yet stays queued until a wait is yielded: delivered early, the SDK would warn "Potential
+    duplicate Task completion" and keep only the last of several early events with one name.
     """
-    if message["EventType"] != EventType.EVENT_RAISED:
-        return True
-    name = message["Name"]
-    delivered = sum(1 for e in history if e["EventType"] == EventType.EVENT_RAISED and e["Name"] == name)
-    return cursor.waits.get(name, 0) > delivered
+    if messages and messages[0]["EventType"] == EventType.EXECUTION_STARTED:
+        return [0]  # an execution starts alone: nothing can be scheduled before it
+    raised = Counter(e["Name"] for e in history if e["EventType"] == EventType.EVENT_RAISED)
+    retry_steps: list[int] = []
+    others: list[int] = []
+    for index, message in enumerate(messages[:MAX_BATCH]):
+        kind, retry = message["EventType"], cursor.retries.get(_retry_key(message))
+        if kind == EventType.EVENT_RAISED:
+            if cursor.waits.get(message["Name"], 0) <= raised[message["Name"]]:
+                continue
+            raised[message["Name"]] += 1
+        last_timer = kind == EventType.TIMER_FIRED and retry is not None and retry["attempt"] >= retry["max_attempts"]
+        takes_id = retry is not None and kind in (EventType.TASK_FAILED, EventType.TIMER_FIRED) and not last_timer
+        (retry_steps if takes_id else others).append(index)
+    return retry_steps + others
 
 
 def run_episode(
@@ -154,51 +184,40 @@ def run_episode(
     instance_id: str,
     input_json: str | None,
     history: Sequence[Event],
-    message: Event,
+    messages: Sequence[Event],
     cursor: Cursor,
     now: datetime,
+    custom_status: str | None = None,
 ) -> Episode:
-    """Replay ``history`` + ``message`` through ``handle`` and decide what the host does next."""
+    """Replay ``history`` + ``messages`` (as ``plan_batch`` ordered them) and decide what the host does next.
+
+    ``custom_status`` (the stored one) stays when the orchestrator fails without reporting its state.
+    """
     cursor = Cursor.from_json(cursor.to_json())  # the caller's copy stays as stored
     if cursor.last_started is not None:
         # current_utc_datetime only moves forward with OrchestratorStarted: keep them strictly increasing
         now = max(now, parse_iso(cursor.last_started) + timedelta(microseconds=1))
     stamp = cursor.last_started = iso(now)
-    new_events = [event(EventType.ORCHESTRATOR_STARTED, stamp), message]
-    episode = Episode(events=list(new_events), cursor=cursor)
-    _retry_step(episode, message, now)
-    context = {
-        "history": [{**e, "IsPlayed": True} for e in history] + new_events,
-        "input": input_json,
-        "instanceId": instance_id,
-        "isReplaying": bool(history),
-        "parentInstanceId": None,
-        "upperSchemaVersion": 1,
-        "upperSchemaVersionNew": 2,
-        "longRunningTimerIntervalDuration": "3.00:00:00",
-        "maximumShortTimerDuration": "6.00:00:00",
-    }
+    new_events = [event(EventType.ORCHESTRATOR_STARTED, stamp), *messages]
+    episode = Episode(events=list(new_events), cursor=cursor, custom_status=custom_status)
+    for message in messages:
+        _retry_step(episode, message, now)
+    played = [{**e, "IsPlayed": True} for e in history]
+    context = {"history": played + new_events, "input": input_json, "instanceId": instance_id, **_CONTEXT}
+    context["isReplaying"] = bool(history)
     try:
         state = json.loads(handle(json.dumps(context)))
-    except Exception as exc:  # noqa: BLE001 -- whatever the orchestrator raised fails the instance
+    except BaseException as exc:  # noqa: BLE001 -- whatever the orchestrator raised (SystemExit too) fails it
         text = str(exc)
-        state = json.loads(text.split(OUT_OF_PROC_MARKER, 1)[1]) if OUT_OF_PROC_MARKER in text else {}
-        error = state.get("error") or f"{type(exc).__name__}: {text}"
-        return _finish(episode, state, FAILED, output=error, stamp=stamp)
-    actions = [action for group in state.get("actions", []) for action in group]
+        error = f"{type(exc).__name__}: {text}"
+        if OUT_OF_PROC_MARKER not in text:
+            return _finish(episode, None, FAILED, output=error, stamp=stamp)
+        state = json.loads(text.split(OUT_OF_PROC_MARKER, 1)[1])
+        return _finish(episode, state, FAILED, output=state.get("error") or error, stamp=stamp)
     try:
-        for action in actions[cursor.actions_seen :]:
-            for leaf in _leaves(action):
-                _schedule(episode, leaf, stamp)
-    except UnsupportedActionError as exc:
+        _apply_actions(episode, [a for group in state.get("actions", []) for a in group], history, stamp)
+    except (UnsupportedActionError, NondeterminismError) as exc:
         return _finish(episode, state, FAILED, output=str(exc), stamp=stamp)
-    cursor.actions_seen = len(actions)
-    cursor.waits = {}
-    for action in actions:
-        for leaf in _leaves(action):
-            if leaf["actionType"] == ActionType.WAIT_FOR_EXTERNAL_EVENT:
-                name = leaf["externalEventName"]
-                cursor.waits[name] = cursor.waits.get(name, 0) + 1
     if not state.get("isDone"):
         return _finish(episode, state, RUNNING, output=None, stamp=stamp)
     if episode.new_input is not None:
@@ -206,10 +225,32 @@ def run_episode(
     return _finish(episode, state, COMPLETED, output=state.get("output"), stamp=stamp)
 
 
-def _finish(episode: Episode, state: dict[str, Any], status: str, *, output: Any, stamp: str) -> Episode:
+def _apply_actions(episode: Episode, actions: list[dict[str, Any]], history: Sequence[Event], stamp: str) -> None:
+    """Check the leaves replayed against history, schedule the new ones, count the waits."""
+    cursor = episode.cursor
+    leaves = [leaf for action in actions for leaf in _leaves(action)]
+    waits = [leaf["externalEventName"] for leaf in leaves if leaf["actionType"] == ActionType.WAIT_FOR_EXTERNAL_EVENT]
+    if cursor.leaf_ids is None:  # an older devhost's cursor: the leaves it saw keep unchecked ids
+        seen = [leaf for action in actions[: cursor.actions_seen] for leaf in _leaves(action)]
+        cursor.leaf_ids = [-1 for leaf in seen if leaf["actionType"] != ActionType.WAIT_FOR_EXTERNAL_EVENT]
+    leaf_ids = cursor.leaf_ids
+    kinds = (EventType.TASK_SCHEDULED, EventType.TIMER_CREATED)
+    recorded = {e["EventId"]: e for e in history if e["EventType"] in kinds}
+    taking_ids = [leaf for leaf in leaves if leaf["actionType"] != ActionType.WAIT_FOR_EXTERNAL_EVENT]
+    for position, leaf in enumerate(taking_ids):
+        if position < len(leaf_ids):
+            _check_replayed(leaf, leaf_ids[position], recorded)
+        else:
+            leaf_ids.append(_schedule(episode, leaf, stamp))
+    cursor.waits = dict(Counter(waits))
+
+
+def _finish(episode: Episode, state: dict[str, Any] | None, status: str, *, output: Any, stamp: str) -> Episode:
+    """``state`` None: the orchestrator failed without reporting its state, so its custom status stays."""
     episode.status = status
-    custom = state.get("customStatus")
-    episode.custom_status = None if custom is None else json.dumps(custom)
+    if state is not None:
+        custom = state.get("customStatus")
+        episode.custom_status = None if custom is None else json.dumps(custom)
     episode.events.append(event(EventType.ORCHESTRATOR_COMPLETED, stamp))
     if status in (COMPLETED, FAILED):
         episode.activities.clear()
@@ -221,16 +262,17 @@ def _finish(episode: Episode, state: dict[str, Any], status: str, *, output: Any
     return episode
 
 
+def _retry_key(message: Event) -> str:
+    """The id a completion points back to ("None" for other messages)."""
+    return str(message.get("TaskScheduledId", message.get("TimerId")))
+
+
 def _retry_step(episode: Episode, message: Event, now: datetime) -> None:
     """Advance the retry task (if any) that ``message`` belongs to, exactly as ``RetryAbleTask`` expects."""
     kind = message["EventType"]
-    if kind in (EventType.TASK_COMPLETED, EventType.TASK_FAILED):
-        key = str(message["TaskScheduledId"])
-    elif kind == EventType.TIMER_FIRED:
-        key = str(message["TimerId"])
-    else:
+    if kind not in (EventType.TASK_COMPLETED, EventType.TASK_FAILED, EventType.TIMER_FIRED):
         return
-    retry = episode.cursor.retries.pop(key, None)
+    retry = episode.cursor.retries.pop(_retry_key(message), None)
     if retry is None:
         return
     stamp = iso(now)
@@ -254,18 +296,39 @@ def _leaves(action: dict[str, Any]) -> Iterator[dict[str, Any]]:
         yield action
 
 
-def _schedule(episode: Episode, leaf: dict[str, Any], stamp: str) -> None:
+def _check_replayed(leaf: dict[str, Any], task_id: int, recorded: dict[int, Event]) -> None:
+    """Raise NondeterminismError unless history recorded this leaf at ``task_id`` (-1: unknown, not checked)."""
+    found, kind = recorded.get(task_id), leaf["actionType"]
+    if task_id < 0 or (
+        found is not None
+        and found["EventType"] == _RECORDED_AS.get(kind)
+        and found.get("Name") == leaf.get("functionName")
+    ):
+        return
+    was = "nothing" if found is None else _named(EventType(found["EventType"]).name, found.get("Name"))
+    now = _named(ActionType(kind).name if kind in _RUNNABLE else f"action type {kind}", leaf.get("functionName"))
+    raise NondeterminismError(
+        f"nondeterministic orchestration: history has {was} at sequence id {task_id}, but the replay"
+        f" scheduled {now} there. Was the orchestrator code changed while this instance was running?"
+    )
+
+
+def _named(kind: str, name: str | None) -> str:
+    """``TASK_SCHEDULED``, ``"echo"`` -> ``TaskScheduled 'echo'``."""
+    pascal = kind.title().replace("_", "") if kind.isupper() else kind
+    return pascal if name is None else f"{pascal} {name!r}"
+
+
+def _schedule(episode: Episode, leaf: dict[str, Any], stamp: str) -> int:
+    """Schedule a new leaf (one that takes an id); its id."""
     kind = leaf["actionType"]
     cursor = episode.cursor
-    if kind == ActionType.WAIT_FOR_EXTERNAL_EVENT:
-        return  # matched by name, takes no id
     if kind not in _RUNNABLE:
         raise UnsupportedActionError(f"devhost does not run action type {kind} (sub-orchestration, entity or HTTP)")
     task_id = cursor.take_id()
-    if kind == ActionType.CALL_ACTIVITY:
+    if kind in (ActionType.CALL_ACTIVITY, ActionType.CALL_ACTIVITY_WITH_RETRY):
         episode.schedule_activity(task_id, leaf["functionName"], leaf.get("input"), stamp)
-    elif kind == ActionType.CALL_ACTIVITY_WITH_RETRY:
-        episode.schedule_activity(task_id, leaf["functionName"], leaf.get("input"), stamp)
+    if kind == ActionType.CALL_ACTIVITY_WITH_RETRY:
         options = leaf["retryOptions"]
         cursor.retries[str(task_id)] = {
             "name": leaf["functionName"],
@@ -279,49 +342,4 @@ def _schedule(episode: Episode, leaf: dict[str, Any], stamp: str) -> None:
         episode.schedule_timer(task_id, iso(parse_iso(leaf["fireAt"])), stamp)
     elif kind == ActionType.CONTINUE_AS_NEW:
         episode.new_input = leaf.get("input") or "null"
-
-
-_SUMMARIZED = frozenset(
-    {
-        EventType.EXECUTION_STARTED,
-        EventType.TASK_COMPLETED,
-        EventType.TASK_FAILED,
-        EventType.TIMER_FIRED,
-        EventType.EVENT_RAISED,
-        EventType.EXECUTION_COMPLETED,
-        EventType.EXECUTION_TERMINATED,
-    }
-)
-
-
-def summarize(history: list[Event], *, show_output: bool) -> list[dict[str, Any]]:
-    """History as Azure's status API shows it: outcomes only, named by function, oldest first."""
-    scheduled = {e["EventId"]: e for e in history if e["EventType"] == EventType.TASK_SCHEDULED}
-    summary: list[dict[str, Any]] = []
-    for e in history:
-        kind = e["EventType"]
-        if kind not in _SUMMARIZED:
-            continue  # the replay bookkeeping (episode markers, scheduling) stays internal
-        item: dict[str, Any] = {"EventType": EventType(kind).name.title().replace("_", "")}
-        if kind == EventType.EXECUTION_STARTED:
-            item |= {"FunctionName": e["Name"]}
-        elif kind in (EventType.TASK_COMPLETED, EventType.TASK_FAILED):
-            task = scheduled.get(e["TaskScheduledId"], {})
-            item |= {"FunctionName": task.get("Name"), "ScheduledTime": task.get("Timestamp")}
-            item |= {"Result": json_or_none(e["Result"])} if kind == EventType.TASK_COMPLETED and show_output else {}
-            item |= {"Reason": e["Reason"], "Details": e["Details"]} if kind == EventType.TASK_FAILED else {}
-        elif kind == EventType.TIMER_FIRED:
-            item |= {"FireAt": e["FireAt"]}
-        elif kind == EventType.EVENT_RAISED:
-            item |= {"Name": e["Name"]} | ({"Input": json_or_none(e["Input"])} if show_output else {})
-        elif kind == EventType.EXECUTION_COMPLETED:
-            item |= {"OrchestrationStatus": e["OrchestrationStatus"]}
-            item |= {"Result": json_or_none(e["Result"])} if show_output else {}
-        elif kind == EventType.EXECUTION_TERMINATED:
-            item |= {"OrchestrationStatus": "Terminated", "Reason": e["Input"]}
-        summary.append(item | {"Timestamp": e["Timestamp"]})
-    return summary
-
-
-def json_or_none(text: str | None) -> Any:
-    return None if text is None else json.loads(text)
+    return task_id

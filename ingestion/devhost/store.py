@@ -3,30 +3,31 @@
 Every state change is one transaction, so a process killed at any instant leaves a consistent hub:
 an activity's work item is deleted only in the transaction that enqueues its completion (a crash
 re-runs it: at least once, like Azure), a timer row only in the one that enqueues its TimerFired,
-and an episode's message only in the one that appends its history. Rows carry the instance's
+and an episode's messages only in the one that appends its history. Rows carry the instance's
 ``execution_id`` (new on every start, overwrite and continue-as-new): anything arriving for an
-older execution, or for an instance that ended, is discarded.
-
-One connection shared by the engine's threads behind a lock: transactions are a few small
-statements, and WAL lets another process (or a second engine on the same file) read meanwhile.
+older execution, or for an instance that ended, is discarded. One writer connection (``BEGIN
+IMMEDIATE``) and one reader connection (snapshots: WAL reads go on while another connection holds
+the write lock), each behind its own lock. ``lock_hub`` keeps a second engine off the file; writes
+of engine threads name their run (``owner``) and are dropped once ``own`` moved on (stop/restart).
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
 import sqlite3
 import threading
 import uuid
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO
 
 from ingestion.devhost.replay import CONTINUED_AS_NEW, Cursor, Episode, Event, EventType, event
+from ingestion.devhost.status import ACTIVE, FINISHED, HubReader, Instance
 
-ACTIVE = ("Pending", "Running")
-FINISHED = ("Completed", "Failed", "Terminated")
+BUSY_TIMEOUT_S = 30.0  # how long a statement waits for another connection's write lock
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS instances (
@@ -55,85 +56,69 @@ class InstanceExists(Exception):
     """start_new on an instance id that is Pending or Running (finished ids are overwritten)."""
 
 
-class StoreClosed(Exception):
-    """The engine run that owned this store has stopped: late results of abandoned threads stop here."""
+class HubLocked(RuntimeError):
+    """Another engine (this process or another) runs on the hub file."""
 
 
-@dataclass(frozen=True)
-class Instance:
-    instance_id: str
-    name: str
-    status: str
-    input: str | None
-    output: str | None
-    custom_status: str | None
-    created_at: str
-    updated_at: str
-    execution_id: str
-    cursor: str
+def lock_hub(db_path: Path) -> IO[str]:
+    """Hold ``<db>.lock`` exclusively (the OS drops it with the process); HubLocked if another holder has it."""
+    handle = db_path.with_name(db_path.name + ".lock").open("a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.seek(0)
+        holder = handle.read().strip() or "another process"
+        handle.close()
+        raise HubLocked(f"task hub {db_path} is in use by another engine ({holder}): one engine per hub file") from None
+    handle.truncate(0)
+    handle.write(f"pid {os.getpid()}")
+    handle.flush()
+    return handle
 
 
-@dataclass(frozen=True)
-class Message:
-    msg_id: int
-    event: Event
+def _connect(path: Path) -> sqlite3.Connection:
+    # isolation_level=None: transactions are explicit, never implicit
+    conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=BUSY_TIMEOUT_S)
+    conn.row_factory = sqlite3.Row
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=NORMAL")  # NORMAL in WAL survives a killed process, not a power loss
+    return conn
 
 
-@dataclass(frozen=True)
-class WorkItem:
-    work_id: int
-    instance_id: str
-    task_id: int
-    name: str
-    input: str | None
-
-
-class HubStore:
-    """Transactions over the hub file; thread-safe. Raises ``StoreClosed`` once closed."""
+class HubStore(HubReader):
+    """Write transactions over the hub file (and the reads of ``HubReader``); thread-safe."""
 
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        self._lock = threading.Lock()
-        # isolation_level=None: transactions are explicit (BEGIN IMMEDIATE), never implicit
-        self._conn: sqlite3.Connection | None = sqlite3.connect(
-            path, check_same_thread=False, isolation_level=None, timeout=30.0
-        )
-        self._conn.row_factory = sqlite3.Row
-        self._conn.execute("PRAGMA journal_mode=WAL")
-        # NORMAL in WAL survives a killed process; only power loss can drop the last commits
-        self._conn.execute("PRAGMA synchronous=NORMAL")
+        self._write_lock = threading.Lock()
+        self._conn = _connect(path)
         self._conn.executescript(_SCHEMA)
+        super().__init__(_connect(path))
+        self._owner: object = None
 
-    @property
-    def closed(self) -> bool:
-        return self._conn is None
-
-    def close(self) -> None:
-        with self._lock:
-            if self._conn is not None:
-                self._conn.close()
-                self._conn = None
+    def own(self, owner: object) -> None:
+        """From now on only writes naming ``owner`` (or no owner) apply; waits for a write in progress."""
+        with self._write_lock:
+            self._owner = owner
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
-            if self._conn is None:
-                raise StoreClosed
+        with self._write_lock:
             self._conn.execute("BEGIN IMMEDIATE")
             try:
                 yield self._conn
+                self._conn.execute("COMMIT")
             except BaseException:
-                self._conn.execute("ROLLBACK")
+                if self._conn.in_transaction:
+                    self._conn.execute("ROLLBACK")
                 raise
-            self._conn.execute("COMMIT")
 
     # -- instances --------------------------------------------------------------------------
 
     def create(self, instance_id: str, name: str, input_json: str | None, now: str) -> None:
         """A new Pending instance with its ExecutionStarted queued; overwrites a finished one."""
         with self._tx() as db:
-            row = db.execute("SELECT status FROM instances WHERE instance_id = ?", (instance_id,)).fetchone()
-            if row is not None and row["status"] in ACTIVE:
+            if (row := _current(db, instance_id)) is not None and row["status"] in ACTIVE:
                 raise InstanceExists(instance_id)
             _forget(db, instance_id, history=True)
             execution_id = uuid.uuid4().hex
@@ -144,48 +129,9 @@ class HubStore:
             started = event(EventType.EXECUTION_STARTED, now, Name=name, Input=input_json, Version="")
             _enqueue(db, instance_id, execution_id, started)
 
-    def instance(self, instance_id: str) -> Instance | None:
-        with self._tx() as db:
-            row = db.execute("SELECT * FROM instances WHERE instance_id = ?", (instance_id,)).fetchone()
-        return None if row is None else Instance(**row)
-
-    def query(
-        self,
-        *,
-        created_from: str | None = None,
-        created_to: str | None = None,
-        statuses: Collection[str] | None = None,
-        prefix: str | None = None,
-    ) -> list[Instance]:
-        where, args = ["1 = 1"], list[Any]()
-        if created_from is not None:
-            where.append("created_at >= ?")
-            args.append(created_from)
-        if created_to is not None:
-            where.append("created_at <= ?")
-            args.append(created_to)
-        if statuses is not None:
-            where.append(f"status IN ({', '.join('?' * len(statuses))})")
-            args.extend(statuses)
-        if prefix is not None:
-            where.append("substr(instance_id, 1, ?) = ?")
-            args.extend([len(prefix), prefix])
-        sql = f"SELECT * FROM instances WHERE {' AND '.join(where)} ORDER BY created_at"  # noqa: S608 -- fixed clauses, values bound
-        with self._tx() as db:
-            return [Instance(**row) for row in db.execute(sql, args)]
-
-    def count_active(self) -> int:
-        with self._tx() as db:
-            return int(db.execute("SELECT count(*) FROM instances WHERE status IN (?, ?)", ACTIVE).fetchone()[0])
-
-    def history(self, instance_id: str) -> list[Event]:
-        with self._tx() as db:
-            return _history(db, instance_id)
-
     def terminate(self, instance_id: str, reason: str, now: str) -> str:
         with self._tx() as db:
-            row = db.execute("SELECT status FROM instances WHERE instance_id = ?", (instance_id,)).fetchone()
-            if row is None:
+            if (row := _current(db, instance_id)) is None:
                 return "not_found"
             if row["status"] not in ACTIVE:
                 return "finished"
@@ -199,16 +145,12 @@ class HubStore:
 
     def raise_event(self, instance_id: str, name: str, data_json: str | None, now: str) -> str:
         with self._tx() as db:
-            row = db.execute(
-                "SELECT status, execution_id FROM instances WHERE instance_id = ?", (instance_id,)
-            ).fetchone()
-            if row is None:
+            if (row := _current(db, instance_id)) is None:
                 return "not_found"
             if row["status"] not in ACTIVE:
                 return "finished"
-            _enqueue(
-                db, instance_id, row["execution_id"], event(EventType.EVENT_RAISED, now, Name=name, Input=data_json)
-            )
+            raised = event(EventType.EVENT_RAISED, now, Name=name, Input=data_json)
+            _enqueue(db, instance_id, row["execution_id"], raised)
             return "raised"
 
     def purge(self, instance_ids: Sequence[str]) -> int:
@@ -216,8 +158,7 @@ class HubStore:
         purged = 0
         with self._tx() as db:
             for instance_id in instance_ids:
-                row = db.execute("SELECT status FROM instances WHERE instance_id = ?", (instance_id,)).fetchone()
-                if row is not None and row["status"] in FINISHED:
+                if (row := _current(db, instance_id)) is not None and row["status"] in FINISHED:
                     _forget(db, instance_id, history=True)
                     db.execute("DELETE FROM instances WHERE instance_id = ?", (instance_id,))
                     purged += 1
@@ -225,29 +166,22 @@ class HubStore:
 
     # -- episodes -----------------------------------------------------------------------------
 
-    def load_episode(self, instance_id: str) -> tuple[Instance, list[Event], list[Message]] | None:
-        """The instance, its history and its queued messages, read in one snapshot."""
+    def commit_episode(
+        self, instance: Instance, msg_ids: Sequence[int], episode: Episode, now: str, *, owner: object
+    ) -> list[int] | None:
+        """Apply an episode atomically; the new work ids, or None if the instance moved on meanwhile
+        (terminated, purged or overwritten; its cursor or a consumed message changed): never twice."""
         with self._tx() as db:
-            row = db.execute("SELECT * FROM instances WHERE instance_id = ?", (instance_id,)).fetchone()
-            if row is None:
+            row = _current(db, instance.instance_id)
+            if owner is not self._owner or row is None or row["status"] not in ACTIVE:
                 return None
-            messages = [
-                Message(m["msg_id"], json.loads(m["event"]))
-                for m in db.execute(
-                    "SELECT msg_id, event FROM messages WHERE instance_id = ? AND execution_id = ? ORDER BY msg_id",
-                    (instance_id, row["execution_id"]),
-                )
-            ]
-            return Instance(**row), _history(db, instance_id), messages
-
-    def commit_episode(self, instance: Instance, msg_id: int, episode: Episode, now: str) -> list[int] | None:
-        """Apply an episode atomically; the new work ids, or None if the instance moved on meanwhile."""
-        with self._tx() as db:
-            row = db.execute(
-                "SELECT status, execution_id FROM instances WHERE instance_id = ?", (instance.instance_id,)
-            ).fetchone()
-            if row is None or row["status"] not in ACTIVE or row["execution_id"] != instance.execution_id:
-                return None  # terminated, purged or overwritten while the orchestrator ran
+            if (row["execution_id"], row["cursor"]) != (instance.execution_id, instance.cursor):
+                return None
+            marks = ", ".join("?" * len(msg_ids))
+            sql = f"SELECT count(*) FROM messages WHERE msg_id IN ({marks})"  # noqa: S608 -- placeholders only
+            if db.execute(sql, list(msg_ids)).fetchone()[0] != len(msg_ids):
+                return None
+            db.execute(f"DELETE FROM messages WHERE msg_id IN ({marks})", list(msg_ids))  # noqa: S608
             iid = instance.instance_id
             if episode.status == CONTINUED_AS_NEW:
                 _forget(db, iid, history=True)
@@ -263,7 +197,6 @@ class HubStore:
                 _enqueue(db, iid, execution_id, started)
                 return []
             _append(db, iid, episode.events)
-            db.execute("DELETE FROM messages WHERE msg_id = ?", (msg_id,))
             work_ids = []
             for call in episode.activities:
                 cur = db.execute(
@@ -284,25 +217,9 @@ class HubStore:
             )
             return work_ids
 
-    def instances_with_messages(self) -> list[str]:
-        with self._tx() as db:
-            rows = db.execute("SELECT instance_id FROM messages GROUP BY instance_id ORDER BY min(msg_id)").fetchall()
-        return [row[0] for row in rows]
-
     # -- activities and timers ------------------------------------------------------------------
 
-    def pending_work(self) -> list[int]:
-        with self._tx() as db:
-            return [row[0] for row in db.execute("SELECT work_id FROM work_items ORDER BY work_id")]
-
-    def work_item(self, work_id: int) -> WorkItem | None:
-        with self._tx() as db:
-            row = db.execute(
-                "SELECT work_id, instance_id, task_id, name, input FROM work_items WHERE work_id = ?", (work_id,)
-            ).fetchone()
-        return None if row is None else WorkItem(**row)
-
-    def complete_work(self, work_id: int, completion: Event) -> str | None:
+    def complete_work(self, work_id: int, completion: Event, *, owner: object) -> str | None:
         """Swap the work item for its completion message; the instance id, or None if discarded."""
         with self._tx() as db:
             row = db.execute(
@@ -310,22 +227,19 @@ class HubStore:
                 " LEFT JOIN instances i ON i.instance_id = w.instance_id WHERE w.work_id = ?",
                 (work_id,),
             ).fetchone()
-            if row is None:
-                return None  # already completed by another run, or dropped with its instance
+            if owner is not self._owner or row is None:
+                return None  # a late result of a stopped run, or done by another run, or dropped with its instance
             db.execute("DELETE FROM work_items WHERE work_id = ?", (work_id,))
             if row["status"] not in ACTIVE or row["current"] != row["execution_id"]:
                 return None
             _enqueue(db, row["instance_id"], row["execution_id"], completion)
             return str(row["instance_id"])
 
-    def next_fire_at(self) -> str | None:
-        with self._tx() as db:
-            row = db.execute("SELECT min(fire_at) FROM timers").fetchone()
-        return None if row[0] is None else str(row[0])
-
-    def fire_due_timers(self, now: str) -> list[str]:
+    def fire_due_timers(self, now: str, *, owner: object) -> list[str]:
         """Turn every timer due at ``now`` into a TimerFired message; the instances that got one."""
         with self._tx() as db:
+            if owner is not self._owner:
+                return []
             due = db.execute("SELECT * FROM timers WHERE fire_at <= ? ORDER BY fire_at", (now,)).fetchall()
             for timer in due:
                 fired = event(EventType.TIMER_FIRED, now, TimerId=timer["timer_id"], FireAt=timer["fire_at"])
@@ -334,9 +248,11 @@ class HubStore:
         return list(dict.fromkeys(str(timer["instance_id"]) for timer in due))
 
 
-def _history(db: sqlite3.Connection, instance_id: str) -> list[Event]:
-    rows = db.execute("SELECT event FROM history WHERE instance_id = ? ORDER BY seq", (instance_id,))
-    return [json.loads(row[0]) for row in rows]
+def _current(db: sqlite3.Connection, instance_id: str) -> sqlite3.Row | None:
+    row: sqlite3.Row | None = db.execute(
+        "SELECT status, execution_id, cursor FROM instances WHERE instance_id = ?", (instance_id,)
+    ).fetchone()
+    return row
 
 
 def _append(db: sqlite3.Connection, instance_id: str, events: Sequence[Event]) -> None:
