@@ -9,6 +9,7 @@ cleanly. Blob events come from a watcher over ``settings.inbox_dir`` (``--no-wat
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import json
 import logging
 import os
@@ -24,6 +25,7 @@ from ingestion.devhost.folder import load_app_module
 from ingestion.devhost.host import Host
 
 log = logging.getLogger("ingestion.devhost")
+_STOP_DEADLINE_S = 30.0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -80,7 +82,11 @@ def main(argv: list[str] | None = None) -> int:
         while not stop.wait(1.0):  # a timed wait, so the main thread keeps handling signals
             pass
     finally:
+        # Ctrl-C must never hang: if stopping takes too long, print every thread's stack (to see
+        # why) and exit; the engine's SQLite state lets the next start resume whatever was cut off.
+        faulthandler.dump_traceback_later(_STOP_DEADLINE_S, exit=True)
         host.stop()
+        faulthandler.cancel_dump_traceback_later()
     log.info("stopped")
     return 0
 

@@ -65,6 +65,12 @@ def test_demo_ingests_the_samples_then_a_dropped_file_becomes_searchable(tmp_pat
     finally:
         # And Ctrl-C stops the demo and its host
         os.killpg(demo.pid, signal.SIGINT)
-        demo.wait(60)
+        try:
+            demo.wait(60)  # the host dumps its threads' stacks and exits if stopping takes 30 s
+        finally:
+            if demo.poll() is None:
+                os.killpg(demo.pid, signal.SIGKILL)
+                demo.wait(10)
+    assert "Timeout (0:00:30)" not in log.read_text(errors="replace"), log.read_text(errors="replace")[-8000:]
     with socket.socket() as probe:
         assert probe.connect_ex(("127.0.0.1", port)) != 0, "the host still listens after Ctrl-C"
