@@ -82,9 +82,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _ingest(settings: Settings, *, as_json: bool) -> int:
-    from ingestion.devhost.folder import ingest_folder  # noqa: PLC0415 -- only this command loads the host
+    from ingestion.devhost.engine import HubLocked  # noqa: PLC0415 -- only this command loads the host
+    from ingestion.devhost.folder import ingest_folder  # noqa: PLC0415 -- as above
 
-    jobs = ingest_folder(settings, progress=None if as_json else _progress)
+    try:
+        jobs = ingest_folder(settings, progress=None if as_json else _progress)
+    except HubLocked as locked:
+        print(f"{locked}\nanother host uses this data directory: stop it, or pass another --data-dir", file=sys.stderr)
+        return 2
     if not as_json:
         print(file=sys.stderr)
     _print_jobs(jobs, as_json=as_json)

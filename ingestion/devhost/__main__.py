@@ -21,6 +21,7 @@ from types import FrameType
 
 from ingestion.adapters.local_blob import FolderBlobSource
 from ingestion.config import Settings
+from ingestion.devhost.engine import HubLocked
 from ingestion.devhost.folder import load_app_module
 from ingestion.devhost.host import Host
 
@@ -70,7 +71,11 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGINT, request_stop)
     signal.signal(signal.SIGTERM, request_stop)
-    host.start()
+    try:
+        host.start()
+    except (HubLocked, OSError) as error:  # another host has the data directory, or the port is taken
+        log.error("cannot start: %s", error)
+        return 1
     try:
         log.info("listening on %s (task hub %s, data in %s)", host.base_url, host.engine.hub_name, settings.data_dir)
         for name, methods, url in host.routes():

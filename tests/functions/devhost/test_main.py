@@ -12,7 +12,10 @@ from pathlib import Path
 
 import pytest
 
+from ingestion import cli
+from ingestion.devhost.host import Host
 from tests.conftest import REPO
+from tests.functions.devhost import sample_app
 from tests.functions.devhost.conftest import call
 
 APP = """
@@ -59,3 +62,17 @@ def test_cli_serves_the_app_and_exits_zero_on_sigterm(tmp_path: Path) -> None:
         finally:
             if process.poll() is None:
                 process.kill()
+
+
+@pytest.mark.timeout(60)
+def test_cli_ingest_refuses_a_data_directory_another_host_is_using(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Two engines on one task hub would corrupt it: the CLI says so and exits 2 instead."""
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    (inbox / "a.txt").write_text("some words")
+    with Host(sample_app.app, data_dir=tmp_path / "data", blob_source=None, port=0):
+        code = cli.main(["--data-dir", str(tmp_path / "data"), "ingest", str(inbox)])
+    assert code == 2
+    assert "another host uses this data directory" in capsys.readouterr().err
