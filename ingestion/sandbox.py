@@ -122,6 +122,9 @@ def _result(outcome: tuple[Any, ...]) -> Any:
 
 def _child_main(writer: Connection, memory_mb: int, func: Callable[..., Any], args: tuple[Any, ...]) -> None:
     """In the child: cap the address space, run ``func``, send one message describing the outcome."""
+    # A Ctrl-C aimed at the host reaches its whole process group: it must not fail the file being
+    # parsed. The parent decides this child's fate (its timeout, or killing it on exit).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     limit = memory_mb * 1024 * 1024
     _, hard = resource.getrlimit(resource.RLIMIT_AS)
     resource.setrlimit(resource.RLIMIT_AS, (limit if hard == resource.RLIM_INFINITY else min(limit, hard), hard))

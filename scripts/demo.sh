@@ -24,7 +24,8 @@ if ! .venv/bin/python -c "import socket; socket.create_server(('127.0.0.1', $por
 fi
 .venv/bin/python -m ingestion.devhost --port "$port" &
 host=$!
-trap 'kill -INT "$host" 2>/dev/null || true; wait "$host" 2>/dev/null || true' EXIT
+# SIGTERM, not SIGINT: a background job of a non-interactive shell starts with SIGINT ignored.
+trap 'kill -TERM "$host" 2>/dev/null || true; wait "$host" 2>/dev/null || true' EXIT
 trap 'exit 130' INT TERM
 
 for _ in $(seq 200); do

@@ -15,7 +15,7 @@ import logging
 import os
 import signal
 import sys
-import threading
+import time
 from pathlib import Path
 from types import FrameType
 
@@ -29,7 +29,27 @@ log = logging.getLogger("ingestion.devhost")
 _STOP_DEADLINE_S = 30.0
 
 
+class _StopRequest:
+    """Set by SIGINT/SIGTERM. Handlers go in first thing: a background job of a non-interactive
+    shell starts with SIGINT ignored, and a signal that lands while the app loads must still count.
+    The handler only flips a flag (taking a lock inside a signal handler can deadlock)."""
+
+    def __init__(self) -> None:
+        self.signal: str | None = None
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, self._handle)
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        self.signal = signal.Signals(signum).name
+
+    def wait(self, step_s: float = 0.2) -> str:
+        while self.signal is None:
+            time.sleep(step_s)  # wakes for signals between steps
+        return self.signal
+
+
 def main(argv: list[str] | None = None) -> int:
+    stop = _StopRequest()
     parser = argparse.ArgumentParser(
         prog="python -m ingestion.devhost", description="Serve function_app.py on 127.0.0.1, as func start would."
     )
@@ -63,14 +83,8 @@ def main(argv: list[str] | None = None) -> int:
         host_json=host_json if host_json.is_file() else None,
     )
 
-    stop = threading.Event()
-
-    def request_stop(signum: int, frame: FrameType | None) -> None:
-        log.info("received %s, shutting down", signal.Signals(signum).name)
-        stop.set()
-
-    signal.signal(signal.SIGINT, request_stop)
-    signal.signal(signal.SIGTERM, request_stop)
+    if stop.signal is not None:
+        return 0  # asked to stop while loading: nothing started yet
     try:
         host.start()
     except (HubLocked, OSError) as error:  # another host has the data directory, or the port is taken
@@ -84,8 +98,7 @@ def main(argv: list[str] | None = None) -> int:
             log.warning("  %s: not served (%s)", name, why)
         if not args.no_watch:
             log.info("watching %s as container %r", settings.inbox_dir, settings.container)
-        while not stop.wait(1.0):  # a timed wait, so the main thread keeps handling signals
-            pass
+        log.info("received %s, shutting down", stop.wait())
     finally:
         # Ctrl-C must never hang: if stopping takes too long, print every thread's stack (to see
         # why) and exit; the engine's SQLite state lets the next start resume whatever was cut off.
