@@ -18,13 +18,11 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import os
 import statistics
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -32,6 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import function_app
 from ingestion.api import search
 from ingestion.bootstrap import build_services, using_services
+from ingestion.cli import post_search
 from ingestion.config import Settings
 from ingestion.devhost.host import Host
 from ingestion.jobs import register_version
@@ -47,16 +46,6 @@ def document(number: int) -> tuple[str, bytes]:
     token = f"zq{number:04d}marker"
     body = " ".join(WORDS[(number + i) % len(WORDS)] for i in range(120))
     return token, f"# Note {number}\n\nThe code word is {token}. {body}\n".encode()
-
-
-def search_hits(base_url: str, query: str) -> list[dict[str, object]]:
-    request = urllib.request.Request(  # noqa: S310 -- our own host on 127.0.0.1
-        f"{base_url}/api/search",
-        data=json.dumps({"query": query, "top": 3}).encode(),
-        headers={"Content-Type": "application/json"},
-    )
-    with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310 -- as above
-        return list(json.loads(response.read())["results"])
 
 
 def run_host(settings: Settings, files: int, watch_s: float) -> list[float]:
@@ -81,7 +70,10 @@ def run_host(settings: Settings, files: int, watch_s: float) -> list[float]:
                     staging.write_bytes(data)
                     started = time.perf_counter()
                     os.replace(staging, settings.inbox_dir / f"note-{number}.md")
-                    while not any(hit["path"] == f"note-{number}.md" for hit in search_hits(host.base_url, token)):
+                    while not any(
+                        hit["path"] == f"note-{number}.md"
+                        for hit in post_search(host.base_url, token, top=3, timeout_s=10)
+                    ):
                         if time.perf_counter() - started > 120:
                             raise TimeoutError(f"note-{number}.md not searchable after 120 s")
                         time.sleep(0.005)

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from ingestion.model import Job, JobStatus
-from ingestion.ports import SearchFilter, SearchHit, SearchMode, SearchQuery
+from ingestion.ports import JobStore, SearchFilter, SearchHit, SearchMode, SearchQuery
 from ingestion.services import Services
 
 
@@ -38,10 +38,11 @@ def citation(hit: SearchHit) -> str:
     return f"{hit.path}{pages} (chunk {hit.ordinal})"
 
 
-def all_jobs(services: Services, status: JobStatus | None = None) -> Iterator[Job]:
+def all_jobs(jobs: JobStore, status: JobStatus | None = None) -> Iterator[Job]:
+    """Every job (with ``status``), page after page."""
     continuation: str | None = None
     while True:
-        page = services.jobs.list(status, continuation=continuation)
+        page = jobs.list(status, continuation=continuation)
         yield from page.jobs
         if page.continuation is None:
             return

@@ -18,6 +18,7 @@ import urllib.request
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from ingestion.api import all_jobs, citation, job_status, search
 from ingestion.bootstrap import build_services
@@ -106,7 +107,7 @@ def _wait_settled(services: Services, timeout_s: float, *, quiet: bool) -> bool:
     """Wait until every known job has left the pipeline (terminal or retry_later)."""
     deadline = time.monotonic() + timeout_s
     while True:
-        jobs = list(all_jobs(services))
+        jobs = list(all_jobs(services.jobs))
         done = sum(1 for job in jobs if not job.status.in_progress)
         if not quiet:
             _progress(done, len(jobs), Counter(job.status.value for job in jobs))
@@ -122,15 +123,20 @@ def _wait_settled(services: Services, timeout_s: float, *, quiet: bool) -> bool:
         time.sleep(0.25)
 
 
-def _search_remote(url: str, query: str, top: int, *, as_json: bool) -> int:
+def post_search(url: str, query: str, top: int = 5, timeout_s: float = 30.0) -> list[dict[str, Any]]:
+    """The results of a running host's ``POST <url>/api/search`` (also used by tests and benchmarks)."""
     request = urllib.request.Request(  # noqa: S310 -- the URL is the operator's own host
         url.rstrip("/") + "/api/search",
         data=json.dumps({"query": query, "top": top}).encode(),
         headers={"Content-Type": "application/json"},
         method="POST",
     )
-    with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310 -- as above
-        results = json.loads(response.read())["results"]
+    with urllib.request.urlopen(request, timeout=timeout_s) as response:  # noqa: S310 -- as above
+        return list(json.loads(response.read())["results"])
+
+
+def _search_remote(url: str, query: str, top: int, *, as_json: bool) -> int:
+    results = post_search(url, query, top)
     if as_json:
         for result in results:
             print(json.dumps(result, ensure_ascii=False))
@@ -158,7 +164,7 @@ def _search(services: Services, query: str, top: int, mode: SearchMode, *, as_js
 
 
 def _status(services: Services, *, as_json: bool) -> int:
-    _print_jobs(list(all_jobs(services)), as_json=as_json)
+    _print_jobs(list(all_jobs(services.jobs)), as_json=as_json)
     return 0
 
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from ingestion.errors import ConcurrencyError, PermanentError, ReasonCode, TransientError
 from ingestion.model import DocumentRef, DocumentVersion, Job, JobStatus
+from ingestion.ports import BlobInfo
 from ingestion.services import Services
 
 _ATTEMPTS = 20
@@ -85,9 +86,15 @@ def _supersedes(services: Services, ref: DocumentRef, version: DocumentVersion, 
     """
     if version.is_newer_than(current):
         return True
+    blob = current_blob(services, ref.path)  # gone: the deletion handler (or the reconciler) takes it from here
+    return blob is not None and blob.version.etag == version.etag
+
+
+def current_blob(services: Services, path: str) -> BlobInfo | None:
+    """The blob's current properties; ``None`` when it is gone (any other refusal raises)."""
     try:
-        return services.blobs.properties(ref.path).version.etag == version.etag
+        return services.blobs.properties(path)
     except PermanentError as error:
         if error.reason is ReasonCode.NOT_FOUND:
-            return False  # gone: the deletion handler (or the reconciler) takes it from here
+            return None
         raise

@@ -24,7 +24,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from ingestion.errors import PermanentError, ReasonCode
-from ingestion.jobs import register_version
+from ingestion.jobs import current_blob, register_version
 from ingestion.model import DocumentRef, DocumentVersion, Job, JobStatus, stable_hash, to_iso
 from ingestion.services import Services
 from ingestion.stages import StageRequest, record_failure
@@ -67,12 +67,12 @@ def plan_ingestion(services: Services, container: str, path: str) -> StartPlan |
         return None
     ref = DocumentRef(container, path)
     try:
-        blob = services.blobs.properties(path)
+        blob = current_blob(services, path)
     except PermanentError as error:
-        if error.reason is ReasonCode.NOT_FOUND:
-            log.info("%s/%s is already gone; the deletion event handles it", container, path)
-        else:
-            _record_unreadable(services, ref, error)
+        _record_unreadable(services, ref, error)
+        return None
+    if blob is None:
+        log.info("%s/%s is already gone; the deletion event handles it", container, path)
         return None
     registration = register_version(services, ref, blob.version)
     if not registration.start:
@@ -153,14 +153,11 @@ def _deleted(services: Services, job: Job) -> Job:
 
 def _exists(services: Services, path: str) -> bool:
     try:
-        services.blobs.properties(path)
+        return current_blob(services, path) is not None
     except PermanentError as error:
-        if error.reason is ReasonCode.NOT_FOUND:
-            return False
         if error.reason is ReasonCode.INVALID_NAME:  # no properties for such a name: is it listed?
             return any(blob.path == path for blob in services.blobs.list(path))
         raise
-    return True
 
 
 def _record_unreadable(services: Services, ref: DocumentRef, error: PermanentError) -> None:

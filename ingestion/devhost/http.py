@@ -227,7 +227,7 @@ class _Handler(BaseHTTPRequestHandler):
                 chunks.append(self.rfile.read(size))
                 self.rfile.readline()
             while self.rfile.readline() not in (b"\r\n", b"\n", b""):
-                pass  # trailers
+                pass  # trailer lines: read off the wire and dropped (no function binding exposes them)
             return b"".join(chunks)
         length = int(self.headers.get("Content-Length") or 0)
         if length < 0:

@@ -16,8 +16,9 @@ import pytest
 
 from ingestion.adapters.sqlite_index import SqliteSearchIndex
 from ingestion.adapters.sqlite_jobs import SqliteJobStore
+from ingestion.api import all_jobs
 from ingestion.config import Settings
-from ingestion.model import Job, JobStatus, chunk_ids_digest
+from ingestion.model import JobStatus, chunk_ids_digest
 from tests.conftest import REPO
 from tests.unit.pipeline_helpers import long_text
 
@@ -44,16 +45,6 @@ def log_tail(env: dict[str, str]) -> str:
     return Path(env["HOST_LOG"]).read_text(errors="replace")[-3000:]
 
 
-def all_jobs(jobs: SqliteJobStore) -> list[Job]:
-    found, continuation = [], None
-    while True:
-        page = jobs.list(limit=500, continuation=continuation)
-        found.extend(page.jobs)
-        if page.continuation is None:
-            return found
-        continuation = page.continuation
-
-
 @pytest.fixture
 def host_env(tmp_path: Path) -> dict[str, str]:
     inbox, data = tmp_path / "inbox", tmp_path / "data"
@@ -73,7 +64,7 @@ def host_env(tmp_path: Path) -> dict[str, str]:
 def wait_for_status(jobs: SqliteJobStore, status: JobStatus, process: subprocess.Popen[bytes], log: str) -> None:
     deadline = time.monotonic() + WAIT_S
     while time.monotonic() < deadline:
-        if any(job.status is status for job in all_jobs(jobs)):
+        if any(job.status is status for job in list(all_jobs(jobs))):
             return
         assert process.poll() is None, Path(log).read_text(errors="replace")[-3000:]
         time.sleep(0.005)
@@ -103,13 +94,13 @@ def test_sigkill_during_embedding_then_restart_indexes_every_file_exactly_once(h
         try:
             deadline = time.monotonic() + WAIT_S
             while time.monotonic() < deadline:
-                found = all_jobs(jobs)
+                found = list(all_jobs(jobs))
                 if len(found) == FILES and all(job.status is JobStatus.INDEXED for job in found):
                     break
                 assert process.poll() is None, log_tail(host_env)
                 time.sleep(0.1)
             else:
-                pytest.fail(f"not all indexed: {[(job.path, job.status.value) for job in all_jobs(jobs)]}")
+                pytest.fail(f"not all indexed: {[(job.path, job.status.value) for job in list(all_jobs(jobs))]}")
         finally:
             process.send_signal(signal.SIGINT)
             assert process.wait(60) == 0
@@ -118,7 +109,7 @@ def test_sigkill_during_embedding_then_restart_indexes_every_file_exactly_once(h
         index = SqliteSearchIndex(data / "index.sqlite3", settings.embedding.dimensions)
         try:
             total = 0
-            for job in all_jobs(jobs):
+            for job in list(all_jobs(jobs)):
                 held = dict(index.ids_for_doc(job.doc_id))
                 assert len(held) == job.chunk_count > 0, job.path
                 assert chunk_ids_digest(held) == job.chunk_ids_digest, job.path

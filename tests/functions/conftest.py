@@ -34,11 +34,10 @@ FAST_RETRY = RetryPolicy(attempts=3, first_delay_s=0.01, max_delay_s=1.0, retry_
 SETTLE_S = 60.0
 
 
-class GatedEmbedder:
-    """Wraps an embedder; while the gate is held, embedding waits (and says it has started)."""
+class Gate:
+    """Holds a wrapped service's calls while closed, and says when one has started."""
 
-    def __init__(self, inner: CountingEmbedder) -> None:
-        self.inner = inner
+    def __init__(self) -> None:
         self.entered = threading.Event()
         self._open = threading.Event()
         self._open.set()
@@ -48,37 +47,39 @@ class GatedEmbedder:
 
     def release(self) -> None:
         self._open.set()
+
+    def pass_through(self) -> None:
+        self.entered.set()
+        assert self._open.wait(SETTLE_S), "the test never released the gate"
+
+
+class GatedEmbedder(Gate):
+    """Wraps an embedder; while the gate is held, embedding waits."""
+
+    def __init__(self, inner: CountingEmbedder) -> None:
+        super().__init__()
+        self.inner = inner
 
     def __getattr__(self, name: str) -> Any:  # model, dimensions and limits come from the inner embedder
         return getattr(self.inner, name)
 
     def embed(self, texts: Sequence[str]) -> Embeddings:
-        self.entered.set()
-        assert self._open.wait(SETTLE_S), "the test never released the gate"
+        self.pass_through()
         return self.inner.embed(texts)
 
 
-class GatedIndex:
-    """Wraps the index; while the gate is held, upserts wait (and say they have started)."""
+class GatedIndex(Gate):
+    """Wraps the index; while the gate is held, upserts wait."""
 
     def __init__(self, inner: InMemorySearchIndex) -> None:
+        super().__init__()
         self.inner = inner
-        self.entered = threading.Event()
-        self._open = threading.Event()
-        self._open.set()
-
-    def hold(self) -> None:
-        self._open.clear()
-
-    def release(self) -> None:
-        self._open.set()
 
     def __getattr__(self, name: str) -> Any:  # every other call goes straight to the inner index
         return getattr(self.inner, name)
 
     def upsert(self, records: Sequence[IndexRecord]) -> list[IndexResult]:
-        self.entered.set()
-        assert self._open.wait(SETTLE_S), "the test never released the gate"
+        self.pass_through()
         return self.inner.upsert(records)
 
 

@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import signal
 import socket
 import subprocess
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
+from ingestion.cli import post_search
 from tests.conftest import REPO
 
 
@@ -21,14 +20,6 @@ def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
-
-
-def search(port: int, query: str) -> list[dict[str, object]]:
-    request = urllib.request.Request(
-        f"http://127.0.0.1:{port}/api/search", data=json.dumps({"query": query}).encode(), method="POST"
-    )
-    with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310 -- as above
-        return list(json.loads(response.read())["results"])
 
 
 @pytest.mark.slow
@@ -59,7 +50,10 @@ def test_demo_ingests_the_samples_then_a_dropped_file_becomes_searchable(tmp_pat
         assert "1. return-policy.pdf" in output
         # When a new file is dropped into the inbox it becomes searchable through POST /api/search
         (inbox / "ski-rental.txt").write_text("Ski rental deposit: 75 euros per pair, refunded on return.\n")
-        while not any(hit["path"] == "ski-rental.txt" for hit in search(port, "ski rental deposit")):
+        while not any(
+            hit["path"] == "ski-rental.txt"
+            for hit in post_search(f"http://127.0.0.1:{port}", "ski rental deposit", timeout_s=10)
+        ):
             assert time.monotonic() < deadline, log.read_text(errors="replace")
             time.sleep(0.2)
     finally:

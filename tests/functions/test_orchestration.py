@@ -8,10 +8,10 @@ import pytest
 
 from ingestion.devhost.events import blob_event
 from ingestion.errors import PermanentError, ReasonCode, TransientError
-from ingestion.model import PROGRESS, DocumentRef, JobStatus
+from ingestion.model import PROGRESS, DocumentRef, Job, JobStatus
 from ingestion.triggers import BLOB_CREATED, BLOB_DELETED
 from ingestion.workflow import STAGE_ACTIVITIES
-from tests.functions.conftest import Running
+from tests.functions.conftest import Gate, Running
 from tests.unit.parsers.conftest import minimal_pdf
 
 TEXT = ("Employees get twenty five days of paid leave per year. Requests go to the manager. " * 40).encode()
@@ -137,17 +137,22 @@ def test_an_overwrite_during_ingestion_ends_with_only_the_new_version(running: R
     assert {chunk_id for batch in running.index.upserts for chunk_id in batch} <= new_ids  # the old run never wrote
 
 
-def test_a_delete_during_ingestion_ends_with_no_chunks(running: Running) -> None:
-    """A file deleted while it is embedded ends deleted, and its run writes nothing to the index."""
-    running.gate.hold()
+def delete_while_held(running: Running, gate: Gate) -> Job:
+    """Upload, hold the run at ``gate``, delete the blob, let the run go on; the job at the end."""
+    gate.hold()
     running.blobs.put("handbook.txt", TEXT)
-    assert running.gate.entered.wait(60)
+    assert gate.entered.wait(60)
     running.blobs.delete("handbook.txt")
     running.host.wait_for_events(60)
     assert running.job("handbook.txt").status is JobStatus.DELETED
-    running.gate.release()
+    gate.release()
     running.settle()
-    job = running.job("handbook.txt")
+    return running.job("handbook.txt")
+
+
+def test_a_delete_during_ingestion_ends_with_no_chunks(running: Running) -> None:
+    """A file deleted while it is embedded ends deleted, and its run writes nothing to the index."""
+    job = delete_while_held(running, running.gate)
     assert job.status is JobStatus.DELETED
     assert running.index.count_for_doc(job.doc_id) == 0
     assert running.index.upserts == []
@@ -155,15 +160,7 @@ def test_a_delete_during_ingestion_ends_with_no_chunks(running: Running) -> None
 
 def test_a_delete_during_persist_ends_with_no_chunks(running: Running) -> None:
     """A file deleted while persist is writing its chunks ends deleted with none left in the index."""
-    running.index_gate.hold()
-    running.blobs.put("handbook.txt", TEXT)
-    assert running.index_gate.entered.wait(60)  # persist passed its version check and is writing
-    running.blobs.delete("handbook.txt")
-    running.host.wait_for_events(60)
-    assert running.job("handbook.txt").status is JobStatus.DELETED
-    running.index_gate.release()
-    running.settle()
-    job = running.job("handbook.txt")
+    job = delete_while_held(running, running.index_gate)  # held once persist passed its version check
     assert job.status is JobStatus.DELETED
     assert running.index.count_for_doc(job.doc_id) == 0
 
