@@ -16,7 +16,6 @@ import multiprocessing
 import multiprocessing.connection
 import resource
 import signal
-import threading
 import time
 from collections.abc import Callable
 from multiprocessing.connection import Connection
@@ -37,16 +36,12 @@ _context.set_forkserver_preload(["__main__", "ingestion.parsers"])
 
 _OK, _PERMANENT, _MEMORY, _FAILED = "ok", "permanent", "memory", "failed"
 _EXIT_GRACE_S = 5.0
-# PDFium is not thread-safe (pypdfium2 forbids concurrent calls from threads): inline parses, which
-# share this process, take turns. Isolated ones run one per child process and need no lock.
-_INLINE = threading.Lock()
 
 
 def parse_document_file(path: Path, name: str, limits: ParseLimits) -> ParsedDocument:
     """The public entry: ``extract`` inline (tests) or in a bounded child process (the default)."""
     if limits.isolation == "inline":
-        with _INLINE:
-            return extract(path, name, limits)
+        return extract(path, name, limits)
     return run_isolated(extract, path, name, limits, timeout_s=limits.timeout_s, memory_mb=limits.memory_mb)
 
 

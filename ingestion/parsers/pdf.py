@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import pypdf
@@ -17,21 +18,28 @@ from ingestion.parsers.base import TextBudget, paragraph_blocks
 
 # PDFium puts U+FFFE where a word was hyphenated across a line break ("ef\ufffeficient"); control
 # characters come from glyphs without a Unicode mapping. Neither is text.
+# PDFium is not thread-safe (pypdfium2 forbids concurrent calls from threads). In production each
+# file is parsed in its own child process; parsers run inline (tests, several activity threads)
+# take turns here.
+_PDFIUM = threading.Lock()
 _PDFIUM_JUNK = str.maketrans(dict.fromkeys([*range(9), 11, 12, *range(14, 32), 0xFFFE, 0xFFFF]))
 
 
 def parse_pdf(path: Path, limits: ParseLimits) -> ParsedDocument:
     """Each page's text as a ``Page`` numbered from 1."""
-    try:
-        document = pdfium.PdfDocument(path)
-    except pdfium.PdfiumError as error:
-        if getattr(error, "err_code", None) == pdfium_c.FPDF_ERR_PASSWORD:
-            raise PermanentError(ReasonCode.ENCRYPTED, "the PDF needs a password to open") from error
-        return _parse_with_pypdf(path, limits, pdfium_error=error)
-    try:
-        return _parse_with_pdfium(document, limits)
-    finally:
-        document.close()
+    with _PDFIUM:
+        try:
+            document = pdfium.PdfDocument(path)
+        except pdfium.PdfiumError as error:
+            if getattr(error, "err_code", None) == pdfium_c.FPDF_ERR_PASSWORD:
+                raise PermanentError(ReasonCode.ENCRYPTED, "the PDF needs a password to open") from error
+            opened = error
+        else:
+            try:
+                return _parse_with_pdfium(document, limits)
+            finally:
+                document.close()
+    return _parse_with_pypdf(path, limits, pdfium_error=opened)
 
 
 def _parse_with_pdfium(document: pdfium.PdfDocument, limits: ParseLimits) -> ParsedDocument:
