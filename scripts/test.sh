@@ -4,6 +4,16 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/bootstrap.sh dev
+# The emulators the integration tests start (Azurite, the Cosmos DB emulator), from package-lock.json.
+lock=$(sha256sum package-lock.json | cut -c1-16)
+if [ "$(cat node_modules/.ingestion-stamp 2>/dev/null || true)" != "$lock" ]; then
+  echo "installing the test emulators into node_modules ..." >&2
+  if npm ci --no-audit --no-fund --loglevel=error; then
+    echo "$lock" > node_modules/.ingestion-stamp
+  else
+    echo "npm ci failed: the tests that need an emulator will skip (and fail under CI=true)" >&2
+  fi
+fi
 echo "== ruff check"; .venv/bin/ruff check .
 echo "== ruff format --check"; .venv/bin/ruff format --check .
 echo "== mypy (strict on ingestion/)"; .venv/bin/mypy

@@ -11,6 +11,14 @@ from ingestion.tokens import Tokenizer
 
 REPO = Path(__file__).resolve().parents[1]
 
+# Session fixtures that start the servers the Azure adapters are tested against (tests/emulators).
+pytest_plugins = [
+    "tests.emulators.azurite",
+    "tests.emulators.cosmos",
+    "tests.emulators.search",
+    "tests.emulators.embeddings",
+]
+
 
 def corpus_dir() -> Path:
     """The real-world corpus: ``INGEST_CORPUS_DIR``, else ``../shared/corpus/public`` beside the repo."""

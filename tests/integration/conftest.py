@@ -1,5 +1,9 @@
-"""One fixture per port, parametrized over implementations: the in-memory fake and the embedded
-adapter (an "azure" parameter joins later). Every contract test runs against each of them."""
+"""One fixture per port, parametrized over implementations: the in-memory fake, the embedded adapter
+and the Azure adapter (against Azurite, the Cosmos DB emulator, or the local AI Search and
+embeddings servers of ``tests/emulators``). Every contract test runs against each of them.
+
+The "azure" parameters need their server: they skip locally when it cannot start and fail under
+``CI=true`` (``tests/emulators/process.py``)."""
 
 from __future__ import annotations
 
@@ -26,7 +30,7 @@ from tests.fakes import (
 )
 from tests.integration.builders import DIMENSIONS
 
-IMPLEMENTATIONS = ["memory", "embedded"]
+IMPLEMENTATIONS = ["memory", "embedded", "azure"]
 
 
 class WritableBlobSource(BlobSource, Protocol):
@@ -41,6 +45,10 @@ class WritableBlobSource(BlobSource, Protocol):
 def blobs(request: pytest.FixtureRequest, tmp_path: Path) -> WritableBlobSource:
     if request.param == "memory":
         return InMemoryBlobSource()
+    if request.param == "azure":
+        from tests.emulators.azurite import azure_blob_source  # noqa: PLC0415 -- only when asked for
+
+        return azure_blob_source(request)
     return FolderBlobSource(tmp_path / "inbox")
 
 
@@ -48,6 +56,10 @@ def blobs(request: pytest.FixtureRequest, tmp_path: Path) -> WritableBlobSource:
 def artifacts(request: pytest.FixtureRequest, tmp_path: Path) -> ArtifactStore:
     if request.param == "memory":
         return InMemoryArtifactStore()
+    if request.param == "azure":
+        from tests.emulators.azurite import azure_artifact_store  # noqa: PLC0415 -- only when asked for
+
+        return azure_artifact_store(request)
     return FolderArtifactStore(tmp_path / "artifacts")
 
 
@@ -55,6 +67,11 @@ def artifacts(request: pytest.FixtureRequest, tmp_path: Path) -> ArtifactStore:
 def jobs(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[JobStore]:
     if request.param == "memory":
         yield InMemoryJobStore()
+        return
+    if request.param == "azure":
+        from tests.emulators.cosmos import cosmos_job_store  # noqa: PLC0415 -- only when asked for
+
+        yield from cosmos_job_store(request)
         return
     store = SqliteJobStore(tmp_path / "jobs.sqlite")
     yield store
@@ -66,6 +83,11 @@ def index(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[SearchInde
     if request.param == "memory":
         yield InMemorySearchIndex(DIMENSIONS)
         return
+    if request.param == "azure":
+        from tests.emulators.search import azure_search_index  # noqa: PLC0415 -- only when asked for
+
+        yield from azure_search_index(request, DIMENSIONS)
+        return
     store = SqliteSearchIndex(tmp_path / "index.sqlite", DIMENSIONS)
     yield store
     store.close()
@@ -73,5 +95,9 @@ def index(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[SearchInde
 
 @pytest.fixture(params=IMPLEMENTATIONS)
 def embedder(request: pytest.FixtureRequest, tokenizer: Tokenizer) -> Embedder:
+    if request.param == "azure":
+        from tests.emulators.embeddings import openai_embedder  # noqa: PLC0415 -- only when asked for
+
+        return openai_embedder(request, tokenizer)
     hashing = HashingEmbedder(256, tokenizer)
     return CountingEmbedder(hashing) if request.param == "memory" else hashing
