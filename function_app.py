@@ -21,6 +21,7 @@ import azure.functions as func
 import azurefunctions.extensions.bindings.blob as blob_binding
 
 from ingestion import activities, triggers, workflow
+from ingestion.api import health as health_report
 from ingestion.api import job_status, search
 from ingestion.bootstrap import shared_services as services
 
@@ -78,8 +79,7 @@ def _json(body: object, status: int = 200) -> func.HttpResponse:
 
 @app.route(route="health", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
 def health(req: func.HttpRequest) -> func.HttpResponse:
-    counts = services().jobs.count_by_status()
-    return _json({"status": "ok", "jobs": {status.value: count for status, count in counts.items()}})
+    return _json(health_report(services()))
 
 
 @app.route(route="search", methods=["POST"])

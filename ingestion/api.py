@@ -7,6 +7,7 @@ from typing import Any
 
 from ingestion.model import Job, JobStatus
 from ingestion.ports import JobStore, SearchFilter, SearchHit, SearchMode, SearchQuery
+from ingestion.retry import SDK_RETRIES
 from ingestion.services import Services
 
 
@@ -36,6 +37,16 @@ def citation(hit: SearchHit) -> str:
             else f", pp. {hit.page_start}-{hit.page_end}"
         )
     return f"{hit.path}{pages} (chunk {hit.ordinal})"
+
+
+def health(services: Services) -> dict[str, Any]:
+    """Jobs by status, and how often each Azure SDK retried by itself since the process started."""
+    counts = services.jobs.count_by_status()
+    return {
+        "status": "ok",
+        "jobs": {status.value: count for status, count in counts.items()},
+        "sdk_retries": SDK_RETRIES.snapshot(),
+    }
 
 
 def all_jobs(jobs: JobStore, status: JobStatus | None = None) -> Iterator[Job]:

@@ -43,18 +43,66 @@ class ChunkingSettings:
     encoding: str = "cl100k_base"  # INGEST_TOKENIZER: what text-embedding-3-* and ada-002 use
 
 
+EMBEDDERS = ("hashing", "azure_openai", "openai")
+
+
 @dataclass(frozen=True)
 class EmbeddingSettings:
-    kind: str = "hashing"  # INGEST_EMBEDDER: "hashing" (local, no download)
+    kind: str = "hashing"  # INGEST_EMBEDDER: "hashing" (local), "azure_openai", or "openai" (any compatible endpoint)
     dimensions: int = 384  # INGEST_EMBED_DIMENSIONS
     batch_inputs: int = 256  # INGEST_EMBED_BATCH_INPUTS (Azure OpenAI allows 2,048)
     batch_tokens: int = 100_000  # INGEST_EMBED_BATCH_TOKENS (Azure OpenAI allows 300,000)
+    endpoint: str = ""  # INGEST_OPENAI_ENDPOINT: https://<resource>.openai.azure.com, or a base URL (".../v1")
+    deployment: str = "text-embedding-3-small"  # INGEST_OPENAI_DEPLOYMENT: deployment (Azure) or model name
+    api_version: str = "2024-10-21"  # INGEST_OPENAI_API_VERSION (Azure OpenAI data plane, GA)
+    api_key: str = field(default="", repr=False)  # INGEST_OPENAI_API_KEY: else Microsoft Entra ID (managed identity)
+    # The deployment's quota (Azure: text-embedding-3-small Standard defaults to 350k TPM / 2,100 RPM).
+    # Every process paces itself to these, so with N instances give each 1/N of the deployment's quota.
+    tokens_per_minute: int = 350_000  # INGEST_EMBED_TPM
+    requests_per_minute: int = 2_100  # INGEST_EMBED_RPM
 
 
 @dataclass(frozen=True)
 class IndexSettings:
     batch_docs: int = 1000  # INGEST_INDEX_BATCH_DOCS (service limit 1,000)
     batch_bytes: int = 8 * 1024 * 1024  # INGEST_INDEX_BATCH_MB (service limit 16 MB)
+
+
+@dataclass(frozen=True)
+class AzureSettings:
+    """Where the Azure services are (profile "azure"). Keys only when configured; else managed identity.
+
+    The uploads account is read from the blob trigger's own connection (``UploadsStorage``: a
+    connection string, or ``UploadsStorage__blobServiceUri`` / ``__serviceUri`` with an identity), so
+    the trigger and the adapters cannot disagree about which account they watch.
+    """
+
+    storage_connection_string: str = field(default="", repr=False)  # UploadsStorage
+    storage_account_url: str = ""  # UploadsStorage__blobServiceUri (or UploadsStorage__serviceUri)
+    artifacts_container: str = "ingestion-artifacts"  # INGEST_ARTIFACTS_CONTAINER (same account)
+    cosmos_endpoint: str = ""  # INGEST_COSMOS_ENDPOINT
+    cosmos_key: str = field(default="", repr=False)  # INGEST_COSMOS_KEY
+    cosmos_database: str = "ingestion"  # INGEST_COSMOS_DATABASE
+    cosmos_container: str = "jobs"  # INGEST_COSMOS_CONTAINER
+    cosmos_endpoint_discovery: bool = True  # INGEST_COSMOS_ENDPOINT_DISCOVERY (false for the emulator)
+    search_endpoint: str = ""  # INGEST_SEARCH_ENDPOINT
+    search_key: str = field(default="", repr=False)  # INGEST_SEARCH_KEY
+    search_index: str = "chunks"  # INGEST_SEARCH_INDEX
+    semantic_configuration: str = ""  # INGEST_SEARCH_SEMANTIC_CONFIG: name, or empty for no semantic ranker
+    sdk_retries: int = 2  # INGEST_SDK_RETRIES: quick retries inside one call; longer waits are durable timers
+    sdk_timeout_s: float = 30.0  # INGEST_SDK_TIMEOUT_S: per request
+
+    def missing(self, embedder: str) -> list[str]:
+        """The settings the azure profile needs that are not set."""
+        needed = {
+            "UploadsStorage (or UploadsStorage__blobServiceUri)": self.storage_connection_string
+            or self.storage_account_url,
+            "INGEST_COSMOS_ENDPOINT": self.cosmos_endpoint,
+            "INGEST_SEARCH_ENDPOINT": self.search_endpoint,
+        }
+        return [name for name, value in needed.items() if not value] + (
+            ["INGEST_EMBEDDER (azure_openai or openai)"] if embedder == "hashing" else []
+        )
 
 
 @dataclass(frozen=True)
@@ -68,7 +116,7 @@ class HostSettings:
 
 @dataclass(frozen=True)
 class Settings:
-    profile: str = "embedded"  # INGEST_PROFILE: which adapters bootstrap builds
+    profile: str = "embedded"  # INGEST_PROFILE: "embedded" (one machine) or "azure" (also the emulators)
     container: str = "uploads"  # INGEST_CONTAINER
     inbox_dir: Path = Path("inbox")  # INGEST_INBOX_DIR: the embedded blob source
     data_dir: Path = Path(".ingestion")  # INGEST_DATA_DIR: artifacts, SQLite files
@@ -80,6 +128,7 @@ class Settings:
     index: IndexSettings = field(default_factory=IndexSettings)
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     host: HostSettings = field(default_factory=HostSettings)
+    azure: AzureSettings = field(default_factory=AzureSettings)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -87,9 +136,9 @@ class Settings:
         read = _Reader(env)
         defaults = cls()
         limits, chunking, embedding, index = ParseLimits(), ChunkingSettings(), EmbeddingSettings(), IndexSettings()
-        retry, host = RetryPolicy(), HostSettings()
+        retry, host, azure = RetryPolicy(), HostSettings(), AzureSettings()
         settings = cls(
-            profile=read("INGEST_PROFILE", str, defaults.profile, choices=("embedded",)),
+            profile=read("INGEST_PROFILE", str, defaults.profile, choices=("embedded", "azure")),
             container=read("INGEST_CONTAINER", str, defaults.container),
             inbox_dir=read("INGEST_INBOX_DIR", Path, defaults.inbox_dir),
             data_dir=read("INGEST_DATA_DIR", Path, defaults.data_dir),
@@ -110,10 +159,16 @@ class Settings:
                 encoding=read("INGEST_TOKENIZER", str, chunking.encoding, choices=("cl100k_base", "o200k_base")),
             ),
             embedding=EmbeddingSettings(
-                kind=read("INGEST_EMBEDDER", str, embedding.kind, choices=("hashing",)),
+                kind=read("INGEST_EMBEDDER", str, embedding.kind, choices=EMBEDDERS),
                 dimensions=read("INGEST_EMBED_DIMENSIONS", _positive_int, embedding.dimensions),
                 batch_inputs=read("INGEST_EMBED_BATCH_INPUTS", _positive_int, embedding.batch_inputs),
                 batch_tokens=read("INGEST_EMBED_BATCH_TOKENS", _positive_int, embedding.batch_tokens),
+                endpoint=read("INGEST_OPENAI_ENDPOINT", str, embedding.endpoint),
+                deployment=read("INGEST_OPENAI_DEPLOYMENT", str, embedding.deployment),
+                api_version=read("INGEST_OPENAI_API_VERSION", str, embedding.api_version),
+                api_key=read("INGEST_OPENAI_API_KEY", str, embedding.api_key),
+                tokens_per_minute=read("INGEST_EMBED_TPM", _positive_int, embedding.tokens_per_minute),
+                requests_per_minute=read("INGEST_EMBED_RPM", _positive_int, embedding.requests_per_minute),
             ),
             index=IndexSettings(
                 batch_docs=read("INGEST_INDEX_BATCH_DOCS", _positive_int, index.batch_docs),
@@ -130,11 +185,35 @@ class Settings:
                 activity_workers=read("INGEST_ACTIVITY_WORKERS", _positive_int, host.activity_workers),
                 watch_interval_s=read("INGEST_WATCH_INTERVAL_S", _positive_float, host.watch_interval_s),
             ),
+            azure=AzureSettings(
+                storage_connection_string=read("UploadsStorage", str, azure.storage_connection_string),
+                storage_account_url=read(
+                    "UploadsStorage__blobServiceUri", str, read("UploadsStorage__serviceUri", str, "")
+                ),
+                artifacts_container=read("INGEST_ARTIFACTS_CONTAINER", str, azure.artifacts_container),
+                cosmos_endpoint=read("INGEST_COSMOS_ENDPOINT", str, azure.cosmos_endpoint),
+                cosmos_key=read("INGEST_COSMOS_KEY", str, azure.cosmos_key),
+                cosmos_database=read("INGEST_COSMOS_DATABASE", str, azure.cosmos_database),
+                cosmos_container=read("INGEST_COSMOS_CONTAINER", str, azure.cosmos_container),
+                cosmos_endpoint_discovery=read(
+                    "INGEST_COSMOS_ENDPOINT_DISCOVERY", _boolean, azure.cosmos_endpoint_discovery
+                ),
+                search_endpoint=read("INGEST_SEARCH_ENDPOINT", str, azure.search_endpoint),
+                search_key=read("INGEST_SEARCH_KEY", str, azure.search_key),
+                search_index=read("INGEST_SEARCH_INDEX", str, azure.search_index),
+                semantic_configuration=read("INGEST_SEARCH_SEMANTIC_CONFIG", str, azure.semantic_configuration),
+                sdk_retries=read("INGEST_SDK_RETRIES", _natural_int, azure.sdk_retries),
+                sdk_timeout_s=read("INGEST_SDK_TIMEOUT_S", _positive_float, azure.sdk_timeout_s),
+            ),
         )
         if settings.chunking.overlap_tokens * 2 > settings.chunking.target_tokens:
             raise SettingsError("INGEST_CHUNK_OVERLAP_TOKENS must be at most half of INGEST_CHUNK_TOKENS")
         if settings.index.batch_docs > 1000:
             raise SettingsError("INGEST_INDEX_BATCH_DOCS must be at most 1000 (the service limit)")
+        if settings.profile == "azure" and (missing := settings.azure.missing(settings.embedding.kind)):
+            raise SettingsError(f"INGEST_PROFILE=azure needs {', '.join(missing)}")
+        if settings.embedding.kind != "hashing" and not settings.embedding.endpoint:
+            raise SettingsError(f"INGEST_EMBEDDER={settings.embedding.kind} needs INGEST_OPENAI_ENDPOINT")
         return settings
 
 
@@ -173,6 +252,15 @@ def _positive_float(raw: str) -> float:
     if value <= 0:
         raise ValueError("must be positive")
     return value
+
+
+def _boolean(raw: str) -> bool:
+    lowered = raw.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise ValueError("expected true or false")
 
 
 def _mebibytes(raw: str) -> int:

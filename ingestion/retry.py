@@ -5,10 +5,15 @@ than the service's ``retry_after``. When the attempts are spent, or the wait ask
 ``max_delay_s``, the job goes to ``retry_later`` (never a terminal state) and a re-drive picks it up
 after ``retry_later_s``. The jitter is an argument, not a random draw, because an orchestrator must
 be deterministic: it derives the jitter from its instance id and the attempt number (``jitter_for``).
+
+The Azure SDKs also retry inside one call (capped where their clients are built); ``SDK_RETRIES``
+counts those retries per service, so the retry figures include them.
 """
 
 from __future__ import annotations
 
+import threading
+from collections import Counter
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -53,3 +58,22 @@ class RetryPolicy:
 def jitter_for(*parts: str) -> float:
     """A number in [0, 1) that depends only on ``parts``: reproducible jitter."""
     return int(stable_hash(*parts, length=8), 16) / float(16**8)
+
+
+class RetryCounts:
+    """Thread-safe counts of the retries each SDK made (``service -> count``)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._counts: Counter[str] = Counter()
+
+    def add(self, service: str, retries: int = 1) -> None:
+        with self._lock:
+            self._counts[service] += retries
+
+    def snapshot(self) -> dict[str, int]:
+        with self._lock:
+            return dict(self._counts)
+
+
+SDK_RETRIES = RetryCounts()

@@ -12,19 +12,18 @@ project's ``TransientError`` / ``PermanentError``:
 ``retry_after`` comes from ``retry-after-ms``, ``x-ms-retry-after-ms`` or ``retry-after`` (seconds or
 an HTTP date), whichever the response carries first.
 
-The SDKs retry by themselves before an error reaches us; ``bootstrap`` caps those retries
-(``sdk_retry_kwargs``), and ``SDK_RETRIES`` counts them per service so retry metrics tell the truth:
-``RetryCountingPolicy`` does it for azure-core pipelines (a per-retry policy sees every attempt of
-one request; all but the first are retries), the OpenAI embedder counts its own.
+The SDKs retry by themselves before an error reaches us; the clients are built with those retries
+capped (``sdk_retry_kwargs``), and ``SDK_RETRIES`` (``ingestion.retry``) counts them per service so
+retry metrics tell the truth: ``RetryCountingPolicy`` does it for azure-core pipelines (a per-retry
+policy sees every attempt of one request; all but the first are retries), the OpenAI embedder
+counts its own.
 """
 
 from __future__ import annotations
 
 import email.utils
 import math
-import threading
 import time
-from collections import Counter
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
@@ -33,30 +32,12 @@ from azure.core.pipeline import PipelineRequest
 from azure.core.pipeline.policies import SansIOHTTPPolicy
 
 from ingestion.errors import IngestionError, PermanentError, ReasonCode, TransientError
+from ingestion.retry import SDK_RETRIES, RetryCounts
 
 TRANSIENT_STATUS = frozenset({408, 429, 500, 502, 503, 504})
 AUTH_STATUS = frozenset({401, 403})
 _RETRY_AFTER_HEADERS = (("retry-after-ms", 1000.0), ("x-ms-retry-after-ms", 1000.0), ("retry-after", 1.0))
 _MAX_MESSAGE = 500
-
-
-class RetryCounts:
-    """Thread-safe counts of the retries each SDK made (``service -> count``)."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._counts: Counter[str] = Counter()
-
-    def add(self, service: str, retries: int = 1) -> None:
-        with self._lock:
-            self._counts[service] += retries
-
-    def snapshot(self) -> dict[str, int]:
-        with self._lock:
-            return dict(self._counts)
-
-
-SDK_RETRIES = RetryCounts()
 
 
 def retry_after_seconds(headers: Mapping[str, str] | None, *, now: float | None = None) -> float | None:
@@ -71,15 +52,21 @@ def retry_after_seconds(headers: Mapping[str, str] | None, *, now: float | None 
         try:
             seconds = float(raw) / divisor
         except ValueError:
-            if name != "retry-after":
+            if name != "retry-after" or (moment := _http_date(raw)) is None:
                 continue
-            parsed = email.utils.parsedate_to_datetime(raw) if raw.strip() else None
-            if parsed is None or parsed.tzinfo is None:
-                continue
-            seconds = parsed.timestamp() - (time.time() if now is None else now)
+            seconds = moment - (time.time() if now is None else now)
         if math.isfinite(seconds) and seconds >= 0:
             return seconds
     return None
+
+
+def _http_date(raw: str) -> float | None:
+    """A Retry-After HTTP date as a POSIX time; ``None`` when it is not one."""
+    try:
+        parsed = email.utils.parsedate_to_datetime(raw)
+    except (TypeError, ValueError):
+        return None
+    return parsed.timestamp() if parsed.tzinfo is not None else None
 
 
 def classify(

@@ -55,9 +55,47 @@ def test_settings_read_variables() -> None:
         ({"INGEST_PROFILE": "cloud"}, "INGEST_PROFILE"),
         ({"INGEST_CHUNK_OVERLAP_TOKENS": "400"}, "INGEST_CHUNK_OVERLAP_TOKENS"),
         ({"INGEST_INDEX_BATCH_DOCS": "5000"}, "INGEST_INDEX_BATCH_DOCS"),
+        ({"INGEST_EMBEDDER": "word2vec"}, "INGEST_EMBEDDER"),
+        ({"INGEST_EMBEDDER": "azure_openai"}, "INGEST_OPENAI_ENDPOINT"),
+        ({"INGEST_COSMOS_ENDPOINT_DISCOVERY": "maybe"}, "INGEST_COSMOS_ENDPOINT_DISCOVERY"),
+        ({"INGEST_PROFILE": "azure"}, "UploadsStorage.*INGEST_COSMOS_ENDPOINT.*INGEST_SEARCH_ENDPOINT.*EMBEDDER"),
     ],
 )
 def test_settings_fail_fast_naming_the_variable(env: dict[str, str], message: str) -> None:
     """A bad value is refused at start-up with the variable's name in the message."""
     with pytest.raises(SettingsError, match=message):
         Settings.from_env(env)
+
+
+AZURE = {
+    "INGEST_PROFILE": "azure",
+    "UploadsStorage__blobServiceUri": "https://acct.blob.core.windows.net",
+    "INGEST_COSMOS_ENDPOINT": "https://acct.documents.azure.com:443/",
+    "INGEST_SEARCH_ENDPOINT": "https://srch.search.windows.net",
+    "INGEST_EMBEDDER": "azure_openai",
+    "INGEST_OPENAI_ENDPOINT": "https://aoai.openai.azure.com",
+}
+
+
+def test_the_azure_profile_reads_endpoints_and_defaults_to_managed_identity() -> None:
+    """With endpoints only, no key is set: every client will use DefaultAzureCredential."""
+    settings = Settings.from_env(AZURE)
+    assert settings.profile == "azure"
+    assert settings.azure.storage_account_url == "https://acct.blob.core.windows.net"
+    assert not (settings.azure.storage_connection_string or settings.azure.cosmos_key or settings.azure.search_key)
+    assert not settings.embedding.api_key
+    assert settings.azure.cosmos_endpoint_discovery is True
+    assert (settings.azure.sdk_retries, settings.azure.sdk_timeout_s) == (2, 30.0)
+
+
+def test_keys_and_connection_strings_never_appear_in_the_settings_repr() -> None:
+    """Secrets are kept out of repr(), so logging the settings cannot leak them."""
+    secrets = {
+        "UploadsStorage": "DefaultEndpointsProtocol=http;AccountKey=SECRET-STORAGE",
+        "INGEST_COSMOS_KEY": "SECRET-COSMOS",
+        "INGEST_SEARCH_KEY": "SECRET-SEARCH",
+        "INGEST_OPENAI_API_KEY": "SECRET-OPENAI",
+    }
+    settings = Settings.from_env(AZURE | secrets)
+    assert settings.azure.cosmos_key == "SECRET-COSMOS"
+    assert "SECRET" not in repr(settings)
