@@ -3,7 +3,9 @@
 Runs in the app folder (``--app-dir``, default the current one): like Core Tools it loads
 ``local.settings.json``'s ``Values`` into the environment (variables already set win), reads
 ``host.json``, imports ``function_app`` and serves it until SIGINT or SIGTERM, then shuts down
-cleanly. Blob events come from a watcher over ``settings.inbox_dir`` (``--no-watch`` turns it off).
+cleanly. Blob events come from a watcher polling the app's blob source (``--no-watch`` turns it
+off): the ``inbox/`` folder on the embedded profile, the uploads container on the azure profile
+(Azure Storage, or Azurite, sends no Event Grid events to a local host).
 """
 
 from __future__ import annotations
@@ -19,11 +21,12 @@ import time
 from pathlib import Path
 from types import FrameType
 
-from ingestion.adapters.local_blob import FolderBlobSource
-from ingestion.config import Settings
+from ingestion.bootstrap import shared_services
+from ingestion.config import Settings, SettingsError
 from ingestion.devhost.engine import HubLocked
 from ingestion.devhost.folder import load_app_module
 from ingestion.devhost.host import Host
+from ingestion.errors import IngestionError
 
 log = logging.getLogger("ingestion.devhost")
 _STOP_DEADLINE_S = 30.0
@@ -73,10 +76,15 @@ def main(argv: list[str] | None = None) -> int:
 
     port = args.port if args.port is not None else settings.host.port
     host_json = app_dir / "host.json"
+    try:  # the watcher polls the very blob source the functions read; a wrong setting stops us here
+        blobs = None if args.no_watch else shared_services().blobs
+    except (SettingsError, IngestionError) as error:
+        log.error("cannot start: %s", error)
+        return 1
     host = Host(
         app,
         data_dir=settings.data_dir,
-        blob_source=None if args.no_watch else FolderBlobSource(settings.inbox_dir, settings.container),
+        blob_source=blobs,
         port=port,
         activity_workers=settings.host.activity_workers,
         watch_interval_s=settings.host.watch_interval_s,
@@ -97,7 +105,8 @@ def main(argv: list[str] | None = None) -> int:
         for name, why in host.catalog.skipped.items():
             log.warning("  %s: not served (%s)", name, why)
         if not args.no_watch:
-            log.info("watching %s as container %r", settings.inbox_dir, settings.container)
+            where = settings.inbox_dir if settings.profile == "embedded" else "the storage account"
+            log.info("watching %s as container %r", where, settings.container)
         log.info("received %s, shutting down", stop.wait())
     finally:
         # Ctrl-C must never hang: if stopping takes too long, print every thread's stack (to see

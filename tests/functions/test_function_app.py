@@ -146,7 +146,7 @@ def test_search_and_status_answer_from_the_index(app_env: Path) -> None:
     )
     assert json.loads(status.get_body())["status"] == "indexed"
     health = call("health", func.HttpRequest("GET", "/api/health", body=b""))
-    assert json.loads(health.get_body()) == {"status": "ok", "jobs": {"indexed": 1}}
+    assert json.loads(health.get_body()) == {"status": "ok", "jobs": {"indexed": 1}, "sdk_retries": {}}
 
 
 def test_bad_requests_get_clear_errors(app_env: Path) -> None:
