@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import replace
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 
 import pytest
 
@@ -193,3 +193,33 @@ def test_count_by_status(jobs: JobStore) -> None:
     for n, status in enumerate([JobStatus.QUEUED, JobStatus.QUEUED, JobStatus.INDEXED, JobStatus.NEEDS_REVIEW]):
         jobs.create(make_job(f"doc-{n}", status))
     assert jobs.count_by_status() == {JobStatus.QUEUED: 2, JobStatus.INDEXED: 1, JobStatus.NEEDS_REVIEW: 1}
+
+
+def test_updated_before_compares_instants_whatever_the_zone_and_precision(jobs: JobStore) -> None:
+    """updated_before is a strict comparison of instants: time zones and microseconds do not blur it."""
+    jobs.create(make_job("a"))
+    jobs.create(replace(make_job("b"), updated_at=T0 + timedelta(microseconds=1)))
+    jobs.create(make_job("c", minutes=1))
+    east = timezone(timedelta(hours=5))
+
+    def ids(before: datetime) -> list[str]:
+        return [job.doc_id for job in jobs.list(updated_before=before).jobs]
+
+    assert ids((T0 + timedelta(microseconds=1)).astimezone(east)) == ["a"]
+    assert ids((T0 + timedelta(seconds=1)).astimezone(east)) == ["a", "b"]
+    assert ids(T0) == []
+
+
+def test_a_replace_moves_the_job_between_status_filters_and_counts(jobs: JobStore) -> None:
+    """After a status change, listings by status and counts see the new status only."""
+    created = jobs.create(make_job("doc-1"))
+    jobs.replace(created.transition(JobStatus.FETCHING, T0 + timedelta(minutes=1)))
+    assert jobs.list(JobStatus.QUEUED).jobs == []
+    assert [job.doc_id for job in jobs.list(JobStatus.FETCHING).jobs] == ["doc-1"]
+    assert jobs.count_by_status() == {JobStatus.FETCHING: 1}
+
+
+def test_a_listing_limit_must_be_positive(jobs: JobStore) -> None:
+    """list(limit=0) is a caller's mistake: ValueError, not an empty page that would end a scan."""
+    with pytest.raises(ValueError, match="limit"):
+        jobs.list(limit=0)
