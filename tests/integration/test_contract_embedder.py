@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -94,3 +95,21 @@ def test_too_many_tokens_in_one_request_are_rejected(embedder: Embedder) -> None
     with pytest.raises(PermanentError) as caught:
         embedder.embed([per_input] * count)
     assert caught.value.reason is ReasonCode.EMBED_REJECTED
+
+
+def test_an_input_exactly_at_the_token_limit_is_accepted(embedder: Embedder, tokenizer: Tokenizer) -> None:
+    """The per-input limit is inclusive: max_input_tokens tokens embed fine."""
+    text = "word" + " word" * (embedder.max_input_tokens - 1)
+    assert tokenizer.count(text) == embedder.max_input_tokens
+    result = embedder.embed([text])
+    assert len(result.vectors[0]) == embedder.dimensions
+    assert result.prompt_tokens == embedder.max_input_tokens
+
+
+def test_concurrent_calls_give_the_same_vectors_as_sequential_ones(embedder: Embedder) -> None:
+    """Activities embed from several threads at once; each thread gets exactly its own texts' vectors."""
+    batches = [[f"thread {n} text {i} about topic {n * i}" for i in range(5)] for n in range(6)]
+    sequential = [embedder.embed(batch).vectors for batch in batches]
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        concurrent = list(pool.map(lambda batch: embedder.embed(batch).vectors, batches))
+    assert concurrent == sequential
