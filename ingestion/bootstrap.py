@@ -1,9 +1,13 @@
-"""The composition root: builds every adapter once from ``Settings``."""
+"""The composition root: builds every adapter once from ``Settings``.
+
+The Azure SDKs are imported only when the settings ask for them, so the embedded profile starts
+without them (and fast).
+"""
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from ingestion.adapters.local_artifacts import FolderArtifactStore
@@ -12,23 +16,36 @@ from ingestion.adapters.local_embedder import HashingEmbedder
 from ingestion.adapters.sqlite_index import SqliteSearchIndex
 from ingestion.adapters.sqlite_jobs import SqliteJobStore
 from ingestion.config import Settings, SettingsError
+from ingestion.ports import Embedder
 from ingestion.services import Services
 from ingestion.tokens import Tokenizer
 
 
 def build_services(settings: Settings) -> Services:
-    """The embedded profile: a folder of files, a folder of artifacts, SQLite and a local embedder."""
-    if settings.profile != "embedded":
-        raise ValueError(f"profile {settings.profile!r} is not available yet")
-    data = settings.data_dir
-    data.mkdir(parents=True, exist_ok=True)
+    """The adapters ``settings.profile`` names: "embedded" (a folder, SQLite, local files) or "azure"."""
     tokenizer = Tokenizer(settings.chunking.encoding, settings.tiktoken_cache_dir)
-    embedder = HashingEmbedder(settings.embedding.dimensions, tokenizer)
+    embedder, embedder_closers = build_embedder(settings, tokenizer)
     if settings.chunking.target_tokens > embedder.max_input_tokens:
         raise SettingsError(
             f"INGEST_CHUNK_TOKENS={settings.chunking.target_tokens} is over the embedding model's input "
             f"limit of {embedder.max_input_tokens} tokens"
         )
+    if settings.profile == "azure":
+        from ingestion.adapters.azure_profile import azure_adapters  # noqa: PLC0415 -- Azure SDKs only when used
+
+        azure = azure_adapters(settings)
+        return Services(
+            settings=settings,
+            blobs=azure.blobs,
+            artifacts=azure.artifacts,
+            jobs=azure.jobs,
+            index=azure.index,
+            embedder=embedder,
+            tokenizer=tokenizer,
+            closers=azure.closers + embedder_closers,
+        )
+    data = settings.data_dir
+    data.mkdir(parents=True, exist_ok=True)
     jobs = SqliteJobStore(data / "jobs.sqlite3")
     index = SqliteSearchIndex(data / "index.sqlite3", settings.embedding.dimensions)
     return Services(
@@ -39,8 +56,18 @@ def build_services(settings: Settings) -> Services:
         index=index,
         embedder=embedder,
         tokenizer=tokenizer,
-        closers=(jobs.close, index.close),
+        closers=(jobs.close, index.close, *embedder_closers),
     )
+
+
+def build_embedder(settings: Settings, tokenizer: Tokenizer) -> tuple[Embedder, tuple[Callable[[], None], ...]]:
+    """The local hashing embedder, or Azure OpenAI / an OpenAI-compatible endpoint (any profile),
+    with what closes it."""
+    if settings.embedding.kind == "hashing":
+        return HashingEmbedder(settings.embedding.dimensions, tokenizer), ()
+    from ingestion.adapters.azure_profile import openai_embedder  # noqa: PLC0415 -- the SDK only when used
+
+    return openai_embedder(settings, tokenizer)
 
 
 # ------------------------------------------------------------------ the app's shared services

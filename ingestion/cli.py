@@ -23,6 +23,7 @@ from typing import Any
 from ingestion.api import all_jobs, citation, job_status, search
 from ingestion.bootstrap import build_services
 from ingestion.config import Settings, SettingsError
+from ingestion.errors import IngestionError
 from ingestion.model import Job
 from ingestion.ports import SearchMode
 from ingestion.services import Services
@@ -49,6 +50,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     status = commands.add_parser("status", help="every document's state and, when not indexed, why")
     status.add_argument("--json", action="store_true")
     status.add_argument("--wait", type=float, metavar="SECONDS", help="first wait until no job is in progress")
+    index = commands.add_parser("index", help="manage the Azure AI Search index (a deploy step)")
+    index.add_argument(
+        "action",
+        choices=["ensure"],
+        help="ensure: create the index, or update its schema (INGEST_SEARCH_ENDPOINT, INGEST_SEARCH_INDEX, "
+        "INGEST_EMBED_DIMENSIONS, INGEST_SEARCH_SEMANTIC_CONFIG; a key or a control-plane role)",
+    )
     args = parser.parse_args(argv)
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
@@ -69,6 +77,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             settings.host if args.workers is None else dataclasses.replace(settings.host, activity_workers=args.workers)
         )
         return _ingest(dataclasses.replace(settings, inbox_dir=args.folder, host=host), as_json=args.json)
+    if args.command == "index":
+        return _ensure_index(settings)
     if args.command == "search" and args.url:
         return _search_remote(args.url, args.query, args.top, as_json=args.json)
     services = build_services(settings)
@@ -94,6 +104,21 @@ def _ingest(settings: Settings, *, as_json: bool) -> int:
     if not as_json:
         print(file=sys.stderr)
     _print_jobs(jobs, as_json=as_json)
+    return 0
+
+
+def _ensure_index(settings: Settings) -> int:
+    if not settings.azure.search_endpoint:
+        print("index ensure needs INGEST_SEARCH_ENDPOINT", file=sys.stderr)
+        return 2
+    from ingestion.adapters.azure_profile import ensure_search_index  # noqa: PLC0415 -- Azure SDKs only here
+
+    try:
+        outcome = ensure_search_index(settings)
+    except (IngestionError, ValueError) as error:  # ValueError: an endpoint or credential it cannot use
+        print(f"index {settings.azure.search_index!r}: {error}", file=sys.stderr)
+        return 1
+    print(f"index {settings.azure.search_index!r}: {outcome}")
     return 0
 
 

@@ -14,9 +14,10 @@ an HTTP date), whichever the response carries first.
 
 The SDKs retry by themselves before an error reaches us; the clients are built with those retries
 capped (``sdk_retry_kwargs``), and ``SDK_RETRIES`` (``ingestion.retry``) counts them per service so
-retry metrics tell the truth: ``RetryCountingPolicy`` does it for azure-core pipelines (a per-retry
-policy sees every attempt of one request; all but the first are retries), the OpenAI embedder
-counts its own.
+retry metrics tell the truth: ``RetryCountingPolicy`` does it for the pipelines that take
+``per_retry_policies`` (Blob, AI Search: a per-retry policy sees every attempt of one request, all
+but the first are retries); Cosmos ignores those and re-runs its whole pipeline per retry, so
+``cosmos_jobs`` counts through a request hook; the OpenAI embedder counts its own.
 """
 
 from __future__ import annotations
@@ -85,6 +86,8 @@ def classify(
         return error
     status, headers = _status_and_headers(error)
     message = f"{what}: {_describe(error, status)}"
+    if status is None and _is_credential_fault(error):
+        return TransientError(message, code="auth")
     if status is None:
         transient = _is_connection_fault(error)
         return TransientError(message, code="connection") if transient else PermanentError(rejected, message)
@@ -155,7 +158,29 @@ def _status_and_headers(error: BaseException) -> tuple[int | None, Mapping[str, 
 
 
 def _is_connection_fault(error: BaseException) -> bool:
-    """Timeouts, refused/reset connections, truncated bodies, from any of the SDKs' stacks."""
+    """Timeouts, refused/reset connections, truncated bodies, from any of the SDKs' stacks.
+
+    The error or anything it wraps: azure-storage-blob's downloader, for one, raises a status-less
+    ``HttpResponseError`` around the ``IncompleteReadError`` of a body cut short.
+    """
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if _is_connection_error_type(current):
+            return True
+        inner = getattr(current, "inner_exception", None)
+        current = inner if isinstance(inner, BaseException) else current.__cause__ or current.__context__
+    return False
+
+
+def _is_credential_fault(error: BaseException) -> bool:
+    """A credential that could not get a token (no managed identity yet, an expired login): not the file's fault."""
+    names = {cls.__name__ for cls in type(error).__mro__}
+    return bool(names & {"ClientAuthenticationError", "CredentialUnavailableError"})
+
+
+def _is_connection_error_type(error: BaseException) -> bool:
     if isinstance(error, TimeoutError | ConnectionError):
         return True
     names = {cls.__name__ for cls in type(error).__mro__}

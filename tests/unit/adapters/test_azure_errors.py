@@ -191,3 +191,27 @@ def test_the_retry_cap_holds_and_every_sdk_retry_is_counted(status_server: str) 
         response = client.send_request(HttpRequest("GET", f"{status_server}/503"))
     assert response.status_code == 503  # type: ignore[attr-defined]
     assert counts.snapshot() == {"test": 2}
+
+
+def test_a_status_less_error_wrapping_a_cut_body_is_transient() -> None:
+    """An HttpResponseError without a status around an IncompleteReadError (the blob downloader's) is transient."""
+    from azure.core.exceptions import IncompleteReadError  # noqa: PLC0415 -- only this test needs it
+
+    try:
+        try:
+            raise IncompleteReadError(message="peer closed connection")
+        except IncompleteReadError as cut:
+            raise HttpResponseError(message="download failed", error=cut) from cut
+    except HttpResponseError as wrapped:
+        error = classify(wrapped, "read blob")
+    assert isinstance(error, TransientError)
+    assert error.code == "connection"
+
+
+def test_a_credential_that_cannot_get_a_token_is_transient_auth() -> None:
+    """azure-identity's CredentialUnavailableError (no managed identity yet) is coded "auth", never permanent."""
+    from azure.identity import CredentialUnavailableError  # noqa: PLC0415 -- only this test needs it
+
+    error = classify(CredentialUnavailableError("no identity endpoint"), "embed")
+    assert isinstance(error, TransientError)
+    assert error.code == "auth"

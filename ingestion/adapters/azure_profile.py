@@ -1,0 +1,149 @@
+"""The Azure adapters, built once from ``Settings`` (``INGEST_PROFILE=azure``; the emulators too).
+
+The only place that builds SDK clients for the app: each with the SDK's own retries capped and
+counted (``azure_errors.sdk_retry_kwargs``), and with keys only when a key is configured; otherwise
+one ``DefaultAzureCredential`` (managed identity in Azure) shared by every client. At start the
+job container and the search index are checked to exist: the app never creates them (the data-plane
+roles cannot; infrastructure and ``python -m ingestion index ensure`` do).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from ingestion.adapters.azure_artifacts import AzureArtifactStore
+from ingestion.adapters.azure_blob import AzureBlobSource, connect_container
+from ingestion.adapters.azure_search import AzureSearchIndex, check_index, connect_search
+from ingestion.adapters.cosmos_jobs import CosmosJobStore, connect_jobs
+from ingestion.adapters.openai_embedder import connect_embedder
+from ingestion.config import EmbeddingSettings, Settings
+from ingestion.ports import ArtifactStore, BlobSource, Embedder, JobStore, SearchIndex
+from ingestion.tokens import Tokenizer
+
+
+@dataclass(frozen=True)
+class AzureAdapters:
+    blobs: BlobSource
+    artifacts: ArtifactStore
+    jobs: JobStore
+    index: SearchIndex
+    closers: tuple[Callable[[], None], ...]
+
+
+class _Credential:
+    """One ``DefaultAzureCredential`` for every client, built only if some service has no key."""
+
+    def __init__(self) -> None:
+        self._credential: Any = None
+
+    def __call__(self) -> Any:
+        if self._credential is None:
+            from azure.identity import DefaultAzureCredential  # noqa: PLC0415 -- slow import, only without keys
+
+            self._credential = DefaultAzureCredential()
+        return self._credential
+
+    def close(self) -> None:
+        if self._credential is not None:
+            self._credential.close()
+
+
+def azure_adapters(settings: Settings) -> AzureAdapters:
+    """Blob source, artifact store, job store and search index on the configured Azure services."""
+    azure = settings.azure
+    credential = _Credential()
+    retries, timeout_s = azure.sdk_retries, azure.sdk_timeout_s
+
+    def container(name: str, service: str) -> Any:
+        return connect_container(
+            container=name,
+            connection_string=azure.storage_connection_string or None,
+            account_url=azure.storage_account_url or None,
+            credential=None if azure.storage_connection_string else credential(),
+            retries=retries,
+            timeout_s=timeout_s,
+            service=service,
+        )
+
+    uploads, artifacts = container(settings.container, "blob"), container(azure.artifacts_container, "artifacts")
+    jobs = CosmosJobStore(
+        connect_jobs(
+            endpoint=azure.cosmos_endpoint,
+            database=azure.cosmos_database,
+            container=azure.cosmos_container,
+            key=azure.cosmos_key or None,
+            credential=None if azure.cosmos_key else credential(),
+            retries=retries,
+            timeout_s=timeout_s,
+            endpoint_discovery=azure.cosmos_endpoint_discovery,
+        )
+    )
+    search_client, index_client = connect_search(
+        endpoint=azure.search_endpoint,
+        index=azure.search_index,
+        key=azure.search_key or None,
+        credential=None if azure.search_key else credential(),
+        retries=retries,
+        timeout_s=timeout_s,
+    )
+    index_client.close()  # the app only reads and writes documents; the schema is a deploy step
+    jobs.check()
+    check_index(search_client)
+    return AzureAdapters(
+        blobs=AzureBlobSource(uploads),
+        artifacts=AzureArtifactStore(artifacts),
+        jobs=jobs,
+        index=AzureSearchIndex(
+            search_client,
+            dimensions=settings.embedding.dimensions,
+            semantic_configuration=azure.semantic_configuration or None,
+        ),
+        closers=(uploads.close, artifacts.close, search_client.close, credential.close),
+    )
+
+
+def openai_embedder(settings: Settings, tokenizer: Tokenizer) -> tuple[Embedder, tuple[Callable[[], None], ...]]:
+    """The Azure OpenAI (or OpenAI-compatible) embedder, paced to the deployment's quota, and its closers."""
+    embedding: EmbeddingSettings = settings.embedding
+    credential = _Credential()
+    embedder = connect_embedder(
+        kind=embedding.kind,
+        endpoint=embedding.endpoint,
+        model=embedding.deployment,
+        dimensions=embedding.dimensions,
+        tokenizer=tokenizer,
+        api_key=embedding.api_key or None,
+        credential=None if embedding.api_key else credential(),
+        api_version=embedding.api_version,
+        tokens_per_minute=embedding.tokens_per_minute,
+        requests_per_minute=embedding.requests_per_minute,
+        retries=settings.azure.sdk_retries,
+        timeout_s=settings.azure.sdk_timeout_s,
+    )
+    return embedder, (embedder.close, credential.close)
+
+
+def ensure_search_index(settings: Settings) -> str:
+    """Create or update the index schema (the deploy step); "created", "updated" or "unchanged"."""
+    from ingestion.adapters.azure_search import ensure_index  # noqa: PLC0415 -- keeps the app's import light
+
+    azure = settings.azure
+    credential = _Credential()
+    search_client, index_client = connect_search(
+        endpoint=azure.search_endpoint,
+        index=azure.search_index,
+        key=azure.search_key or None,
+        credential=None if azure.search_key else credential(),
+        retries=azure.sdk_retries,
+        timeout_s=azure.sdk_timeout_s,
+    )
+    try:
+        return ensure_index(
+            index_client, azure.search_index, settings.embedding.dimensions, azure.semantic_configuration or None
+        )
+    finally:
+        search_client.close()
+        index_client.close()
+        credential.close()

@@ -1,0 +1,90 @@
+"""A pass-through HTTP proxy in front of the Cosmos DB emulator that mends its one wrong answer.
+
+The emulator answers a point read of a missing item with 500 where Cosmos DB answers 404 (see
+``tests/emulators/cosmos.py``). In-process tests mend that with ``EmulatorTransport``; a process
+configured by settings alone (the devhost on the "emulators" profile) cannot be handed a transport,
+so it talks to this proxy instead, which forwards every request unchanged and rewrites exactly that
+response. Requests are signed over the resource path and date, not the host, so a proxy is invisible
+to the client.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import threading
+import urllib.parse
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from tests.emulators.cosmos import _ITEM_PATH, _MISSING_ITEM_MESSAGE
+from tests.emulators.process import HOST
+
+_HOP_BY_HOP = frozenset({"connection", "keep-alive", "transfer-encoding", "te", "upgrade", "proxy-connection"})
+
+
+class CosmosProxy:
+    """Listens on 127.0.0.1 (a free port) and forwards to ``upstream`` (``http://127.0.0.1:port``)."""
+
+    def __init__(self, upstream: str) -> None:
+        target = urllib.parse.urlsplit(upstream)
+        self._upstream = (target.hostname or HOST, target.port or 80)
+        self._server = ThreadingHTTPServer((HOST, 0), self._handler())
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, name="cosmos-proxy", daemon=True)
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://{HOST}:{self._server.server_address[1]}"
+
+    def start(self) -> CosmosProxy:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        upstream = self._upstream
+
+        class Forward(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def _forward(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else None
+                headers = {k: v for k, v in self.headers.items() if k.lower() not in _HOP_BY_HOP}
+                connection = http.client.HTTPConnection(*upstream, timeout=60)
+                try:
+                    connection.request(self.command, self.path, body=body, headers=headers)
+                    response = connection.getresponse()
+                    status, reason, payload = response.status, response.reason, response.read()
+                    reply_headers = [(k, v) for k, v in response.getheaders() if k.lower() not in _HOP_BY_HOP]
+                finally:
+                    connection.close()
+                if self.command == "GET" and status == 500 and _missing_item(self.path, payload):
+                    status, reason = 404, "Not Found"
+                self.send_response(status, reason)
+                for name, value in reply_headers:
+                    if name.lower() != "content-length":
+                        self.send_header(name, value)
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+            do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = _forward
+
+            def log_message(self, format: str, *args: object) -> None:
+                """Quiet: the tests read the application's logs, not the proxy's."""
+
+        return Forward
+
+
+def _missing_item(path: str, payload: bytes) -> bool:
+    if not _ITEM_PATH.search(urllib.parse.urlsplit(path).path):
+        return False
+    try:
+        body = json.loads(payload)
+    except ValueError:
+        return False
+    return isinstance(body, dict) and body.get("message") == _MISSING_ITEM_MESSAGE
