@@ -13,14 +13,15 @@ or the size estimate is wrong and resending the same records can only fail again
 ``PermanentError(INDEX_REJECTED)`` whose message names the size, raised on the first response.
 
 Reads: per-document listings page by ``id gt '<last>'`` ordered by id (``$skip`` stops at 100,000);
-counts are exact (filter, ``count``, ``top=0``). Hybrid search sends the query's words and a vector
+counts are exact (filter, ``count``, ``top=0``). Hybrid search sends the query's words (whole as the
+service's analyzer sees them, punctuation escaped, so no operator is interpreted) and a vector
 query, and the service fuses the two lists with Reciprocal Rank Fusion, like the embedded index.
 """
 
 from __future__ import annotations
 
 import math
-import re
+import unicodedata
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -47,6 +48,7 @@ __all__ = [
     "odata_filter",
     "odata_string",
     "query_words",
+    "search_text",
 ]
 
 PAGE_SIZE = 1000  # ids per listing request (the service returns at most 1,000 per page anyway)
@@ -98,8 +100,12 @@ class AzureSearchIndex:
         semantic_configuration: str | None = None,
         page_size: int = PAGE_SIZE,
     ) -> None:
-        if dimensions <= 0 or page_size <= 0:
-            raise ValueError("dimensions and page_size must be positive")
+        if dimensions <= 0:
+            raise ValueError("dimensions must be positive")
+        if not 1 <= page_size <= PAGE_SIZE:
+            # A page must fit in one response: past 1,000 the service answers in parts, and a listing
+            # that stops at a short page would skip ids if a part ever came back alone.
+            raise ValueError(f"page_size must be between 1 and {PAGE_SIZE}, not {page_size}")
         self._client = client
         self._dimensions = dimensions
         self._semantic = semantic_configuration or None
@@ -182,7 +188,7 @@ class AzureSearchIndex:
                 VectorizedQuery(vector=self._checked(vector), k_nearest_neighbors=depth, fields=VECTOR_FIELD)
             ]
         if words:
-            options.update(search_text=" ".join(words), search_mode="any", query_type="simple")
+            options.update(search_text=search_text(words), search_mode="any", query_type="simple")
             if self._semantic:
                 options.update(query_type="semantic", semantic_configuration_name=self._semantic)
         with translated("search", rejected=ReasonCode.INDEX_REJECTED):
@@ -232,9 +238,32 @@ def index_document(record: IndexRecord) -> dict[str, Any]:
 
 
 def query_words(text: str) -> list[str]:
-    """User text reduced to its lowercase words, so no operator or punctuation is ever interpreted."""
-    words = dict.fromkeys(word for word in re.findall(r"\w+", text.lower()) if any(ch.isalnum() for ch in word))
+    """User text reduced to its lowercase words: whitespace-separated, the punctuation around each trimmed.
+
+    A word keeps what the service's standard analyzer (UAX#29 word breaks) keeps together: combining
+    marks (the vowel signs of Devanagari, Arabic harakat) and an apostrophe or point inside it
+    (``employee's``, ``2.5``). Cutting there, as ``\\w+`` does, would search for fragments the index
+    never holds. ``search_text`` escapes what punctuation is left, so no operator is ever interpreted.
+    """
+    words: dict[str, None] = {}
+    for token in text.lower().split():
+        letters = [at for at, ch in enumerate(token) if ch.isalnum()]
+        if not letters:
+            continue
+        end = letters[-1] + 1
+        while end < len(token) and _is_mark(token[end]):
+            end += 1  # a vowel sign after the last letter belongs to the word
+        words[token[letters[0] : end]] = None
     return list(words)[:_MAX_QUERY_TERMS]
+
+
+def search_text(words: Sequence[str]) -> str:
+    """``words`` as simple query syntax: every character but letters, digits and marks escaped with ``\\``."""
+    return " ".join("".join(ch if ch.isalnum() or _is_mark(ch) else "\\" + ch for ch in word) for word in words)
+
+
+def _is_mark(ch: str) -> bool:
+    return unicodedata.category(ch).startswith("M")
 
 
 def odata_string(value: str) -> str:
@@ -262,7 +291,8 @@ def _any_of(field: str, values: Sequence[str]) -> str:
     """``field`` equals one of ``values``: ``search.in`` with a delimiter no value contains, else ``eq``s."""
     if len(values) == 1:
         return f"{field} eq {odata_string(values[0])}"
-    for delimiter in _IN_DELIMITERS:
+    # An empty value cannot be told apart from two adjacent delimiters in search.in's list: eq's say it exactly.
+    for delimiter in _IN_DELIMITERS if all(values) else ():
         if not any(delimiter in value for value in values):
             return f"search.in({field}, {odata_string(delimiter.join(values))}, '{delimiter}')"
     return "(" + " or ".join(f"{field} eq {odata_string(value)}" for value in values) + ")"

@@ -4,15 +4,17 @@ Faithful where the adapter depends on it: the ``api-key`` header; index create, 
 fields cannot change), get, list and delete, with the service's error JSON; ``docs/search.index``
 with upload / merge / mergeOrUpload / delete, 200 when every key succeeded else 207, per-key 201 or
 200, key and field validation (a malformed value rejects the whole request, as the service does),
-413 above the body limit or 1,000 actions; ``docs/search.post.search`` with lowercase-word BM25 over
-the searchable fields, ``searchMode``, exhaustive cosine kNN vector queries (score 1 / (1 + distance)),
+413 above the body limit or 1,000 actions, 400 for none; ``docs/search.post.search`` with BM25 over the
+searchable fields (tokens as the standard analyzer's UAX#29 word breaks make them; simple query syntax
+with ``\\`` escapes), ``searchMode``, exhaustive cosine kNN vector queries (score 1 / (1 + distance)),
 hybrid = Reciprocal Rank Fusion (k = 60), an OData ``$filter`` subset (``eq ne gt ge lt le and or not``,
 parentheses, ``search.in``, ``any``/``all`` lambdas), ``orderby``, ``select``, ``skip``, ``top``,
 ``count`` and a deterministic stand-in for the semantic ranker (``@search.rerankerScore``);
 ``docs/$count`` and ``docs('key')``. Filters, sorts and selects check the schema's attributes.
 
 Not implemented (a request using them gets a 400 saying so): facets, highlights, answers, captions,
-scoring profiles, vectorizers; text is not stemmed; results are not paged past ``top`` (at most 1,000).
+scoring profiles, vectorizers, simple-syntax operators (escaped, they are plain text); text is not
+stemmed; results are not paged past ``top`` (at most 1,000).
 
 Tests control faults from Python (``fail_next``, ``delay_next``, ``fail_keys``, ``max_body_bytes``) and
 read the request log (``requests``). Standalone: ``python -m tests.emulators.search_server --port 8894
@@ -28,6 +30,7 @@ import math
 import re
 import threading
 import time
+import unicodedata
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -47,7 +50,9 @@ TEXT_RECALL = 1000  # how many keyword hits a hybrid query fuses (the service's 
 SEMANTIC_DEPTH = 50  # the semantic ranker reranks (and returns) at most the first 50 results
 BM25_K1, BM25_B = 1.2, 0.75
 _KEY = re.compile(r"[A-Za-z0-9_\-=]{1,1024}")
-_WORD = re.compile(r"\w+")
+_OPERATORS = '+|"()~*'  # the simple query syntax's operators (``-`` too, where it opens a term)
+# Han ideographs (with extensions and compatibility forms) and Hiragana: a token per character.
+_IDEOGRAPHIC = ((0x3040, 0x309F), (0x3400, 0x4DBF), (0x4E00, 0x9FFF), (0xF900, 0xFAFF), (0x20000, 0x3FFFF))
 _VECTOR_TYPE = "Collection(Edm.Single)"
 _FLAGS = ("key", "searchable", "filterable", "sortable", "facetable")
 _IMMUTABLE = ("type", *_FLAGS, "dimensions", "vectorSearchProfile", "analyzer")
@@ -106,8 +111,75 @@ class _KeyFault:
 
 
 def words(text: str) -> list[str]:
-    """The lowercase words of ``text`` (the local stand-in for the standard analyzer, without stemming)."""
-    return [word for word in _WORD.findall(text.lower()) if any(ch.isalnum() for ch in word)]
+    """The lowercase tokens of ``text``: the standard analyzer (Lucene's StandardTokenizer, UAX#29 word breaks).
+
+    An approximation of the rules that matter for queries: combining marks (Indic vowel signs, Arabic
+    harakat) stay inside their word; ``'`` ``.`` ``:`` between letters and ``'`` ``.`` ``,`` ``;``
+    between digits do not break (``don't``, ``3.14``); ``_`` joins; each Han ideograph and Hiragana
+    character is a token of its own. No stop words, no stemming.
+    """
+    lowered = text.lower()
+    tokens: list[str] = []
+    current: list[str] = []
+    for at, ch in enumerate(lowered):
+        if _ideographic(ch):
+            tokens.extend(("".join(current), ch))
+            current = []
+        elif _word_char(ch) or (current and at + 1 < len(lowered) and _joins(current[-1], ch, lowered[at + 1])):
+            current.append(ch)
+        else:
+            tokens.append("".join(current))
+            current = []
+    tokens.append("".join(current))
+    return [token for token in tokens if any(ch.isalnum() for ch in token)]
+
+
+def query_terms(text: str) -> list[str]:
+    """The analyzed terms of a simple-syntax ``search`` text: ``\\`` escapes the next character.
+
+    Operators (``+ | " ( ) ~ *``, and ``-`` opening a term) are not implemented: a 400 says so, so a
+    caller that lets them through unescaped is caught here rather than misread by the service.
+    """
+    terms: list[str] = []
+    current: list[str] = []
+    escaped = False
+    for at, ch in enumerate(text):
+        if escaped:
+            current.append(ch)
+            escaped = False
+        elif ch == "\\":
+            escaped = True
+        elif ch.isspace():
+            terms.append("".join(current))
+            current = []
+        elif ch in _OPERATORS or (ch == "-" and not current):
+            raise ServiceError(
+                400,
+                f"The simple query operator '{ch}' (position {at}) is not implemented by the local search server; "
+                "escape it with a backslash.",
+            )
+        else:
+            current.append(ch)
+    terms.append("".join(current))
+    return [word for term in terms for word in words(term)]
+
+
+def _word_char(ch: str) -> bool:
+    return ch.isalnum() or unicodedata.category(ch)[0] == "M" or unicodedata.category(ch) == "Pc"
+
+
+def _joins(before: str, ch: str, after: str) -> bool:
+    """UAX#29 WB6/WB7 (MidLetter, MidNumLet between letters) and WB11/WB12 (MidNum between digits)."""
+    if not _word_char(after) or _ideographic(after):
+        return False
+    if before.isdigit() and after.isdigit():
+        return ch in "'\u2019.,;"
+    return not before.isdigit() and not after.isdigit() and ch in "'\u2019.:\u00b7"
+
+
+def _ideographic(ch: str) -> bool:
+    code = ord(ch)
+    return any(low <= code <= high for low, high in _IDEOGRAPHIC)
 
 
 # --------------------------------------------------------------------------- OData $filter and $orderby
@@ -353,7 +425,7 @@ class _Index:
 
     @property
     def key(self) -> str:
-        return next(f["name"] for f in self.definition["fields"] if f.get("key"))
+        return str(next(f["name"] for f in self.definition["fields"] if f.get("key")))
 
     def representation(self) -> dict[str, Any]:
         return {"@odata.etag": f'"0x{self.etag:X}"', **self.definition}
@@ -478,7 +550,7 @@ class _Index:
                 if name not in searchable:
                     raise ServiceError(400, f"The field '{name}' in searchFields is not searchable.")
             searchable = wanted
-        terms = list(dict.fromkeys(words(text)))
+        terms = list(dict.fromkeys(query_terms(text)))
         if not terms:
             return []
         every = body.get("searchMode") == "all"
@@ -551,7 +623,7 @@ class _Index:
         configuration = next((c for c in semantic.get("configurations") or [] if c["name"] == name), None)
         if configuration is None:
             raise ServiceError(400, f"Unknown semantic configuration '{name}'.")
-        query = words(str(body.get("semanticQuery") or text or ""))
+        query = words(str(body["semanticQuery"])) if body.get("semanticQuery") else query_terms(str(text or ""))
         if not query:
             raise ServiceError(400, "Semantic ranking needs search text or a semanticQuery.")
         prioritized = configuration.get("prioritizedFields") or {}
@@ -708,7 +780,7 @@ def _vector_profiles(body: dict[str, Any]) -> set[str]:
 
 
 def _normalized_field(raw: dict[str, Any], profiles: set[str]) -> dict[str, Any]:
-    normalized = {flag: bool(raw.get(flag, False)) for flag in _FLAGS}
+    normalized: dict[str, Any] = {flag: bool(raw.get(flag, False)) for flag in _FLAGS}
     normalized.update({k: v for k, v in raw.items() if k not in _FLAGS and k != "hidden"})
     normalized["retrievable"] = bool(raw.get("retrievable", not raw.get("hidden", False)))
     if normalized.get("type") == _VECTOR_TYPE:
@@ -945,6 +1017,10 @@ class SearchService:
         if not isinstance(actions, list):
             raise ServiceError(400, "The request is invalid. Details: actions : a 'value' array is required.")
         record.docs = len(actions)
+        if not actions:
+            raise ServiceError(
+                400, "The request is invalid. Details: actions : No indexing actions found in the request."
+            )
         if len(actions) > MAX_BATCH_ACTIONS:
             raise ServiceError(413, f"The batch holds {len(actions)} actions; at most {MAX_BATCH_ACTIONS} are allowed.")
         with self._lock:

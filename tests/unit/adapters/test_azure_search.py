@@ -502,3 +502,47 @@ def test_a_search_error_names_the_service_message(server: SearchServer, index_na
     client, _ = connect_search(endpoint=server.url, index=index_name, key=server.api_key)
     with pytest.raises(HttpResponseError, match="not filterable"):
         list(client.search(search_text=None, filter="path eq 'x'"))
+
+
+# --------------------------------------------------------------------------- words the service's analyzer keeps whole
+
+
+def test_query_words_keep_combining_marks_and_inner_apostrophes() -> None:
+    """Devanagari and Arabic vowel signs stay inside their word; so do ``'`` and ``.`` between letters or digits."""
+    assert query_words("हिन्दी भाषा") == ["हिन्दी", "भाषा"]
+    assert query_words("عَرَبِيّ") == ["عَرَبِيّ"]
+    assert query_words("The employee's (handbook), v2.5!") == ["the", "employee's", "handbook", "v2.5"]
+
+
+def test_a_hindi_query_finds_its_document(connect: Connect) -> None:
+    """Splitting at a vowel sign would search for single letters the index never holds (UAX#29 keeps the word)."""
+    index = connect()
+    hindi = make_record("doc1", 0, "हिन्दी भाषा की नीति")
+    other = make_record("doc1", 1, "ह न द")  # the letters alone: what a query split at the marks would find
+    index.upsert([hindi, other])
+    hits = index.search(SearchQuery(text="हिन्दी?", mode=SearchMode.KEYWORD, top=5))
+    assert [hit.id for hit in hits] == [hindi.id]
+
+
+def test_a_word_with_an_inner_apostrophe_or_point_is_one_escaped_term(server: SearchServer, connect: Connect) -> None:
+    """``employee's`` and ``2.5`` are single tokens for the standard analyzer: sent whole, punctuation escaped."""
+    index = connect()
+    record = make_record("doc1", 0, "The employee's handbook, version 2.5")
+    index.upsert([record])
+    assert [hit.id for hit in index.search(SearchQuery(text="employee's", mode=SearchMode.KEYWORD))] == [record.id]
+    assert [hit.id for hit in index.search(SearchQuery(text="(2.5)", mode=SearchMode.KEYWORD))] == [record.id]
+    first, second = (record.payload["search"] for record in sent(server, "docs/search.post.search"))
+    assert (first, second) == ("employee\\'s", "2\\.5")
+
+
+def test_any_of_with_an_empty_value_uses_equalities() -> None:
+    """An empty value is ambiguous in search.in's delimited list (two delimiters in a row): eq's say it exactly."""
+    assert odata_filter(SearchFilter(doc_ids=("", "x"))) == "(doc_id eq '' or doc_id eq 'x')"
+
+
+def test_a_listing_page_must_fit_in_one_response(connect: Connect) -> None:
+    """page_size above the service's 1,000 results per response is refused up front."""
+    with pytest.raises(ValueError, match="page_size"):
+        connect(page_size=1001)
+    with pytest.raises(ValueError, match="page_size"):
+        connect(page_size=0)

@@ -15,7 +15,7 @@ import pytest
 
 from ingestion.adapters.azure_search import index_schema
 from tests.emulators.process import ServerProcess, free_port, python_server
-from tests.emulators.search_server import MAX_BATCH_ACTIONS, RRF_K, SearchService
+from tests.emulators.search_server import MAX_BATCH_ACTIONS, RRF_K, SearchService, words
 
 API_KEY = "key"
 INDEX = "/indexes('idx')"
@@ -114,6 +114,13 @@ def test_a_malformed_value_rejects_the_whole_request(service: SearchService, act
     assert service.documents("idx") == {}
 
 
+def test_an_empty_batch_is_refused(service: SearchService) -> None:
+    """The service wants at least one action per request (the adapter never sends an empty batch)."""
+    status, answer = index_docs(service)
+    assert status == 400
+    assert "No indexing actions" in answer["error"]["message"]
+
+
 def test_nan_is_not_json_and_big_requests_are_413(service: SearchService) -> None:
     """A NaN literal is a 400; more than 1,000 actions or a body over the limit is a 413."""
     assert call(service, "POST", f"{INDEX}/docs/search.index", b'{"value": [{"id": "a", "ordinal": NaN}]}')[0] == 400
@@ -189,6 +196,34 @@ def test_keyword_scoring_is_bm25_with_search_modes(service: SearchService) -> No
     assert search(service, search="apple banana", searchMode="any") == ["other", "twice", "once"]
     assert search(service, search="apple banana", searchMode="all") == []
     assert search(service, search="apple", orderby="id asc") == ["once", "twice"]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("Don't STOP", ["don't", "stop"]),
+        ("pi is 3.14, or 3,14; U.S.A.", ["pi", "is", "3.14", "or", "3,14", "u.s.a"]),
+        ("e-mail snake_case", ["e", "mail", "snake_case"]),
+        ("हिन्दी भाषा", ["हिन्दी", "भाषा"]),
+        ("عَرَبِيّ", ["عَرَبِيّ"]),
+        ("日本語のテキスト", ["日", "本", "語", "の", "テキスト"]),
+        ("?! -- ...", []),
+    ],
+)
+def test_words_follow_the_standard_analyzer(text: str, expected: list[str]) -> None:
+    """UAX#29 word breaks, lowercased: marks stay in their word, ' and . join letters, ideographs stand alone."""
+    assert words(text) == expected
+
+
+def test_simple_query_escapes_are_honoured_and_operators_refused(service: SearchService) -> None:
+    """A backslash escapes the next character; an unescaped operator is not implemented locally (400)."""
+    index_docs(service, doc("a", "the employee's handbook"), doc("b", "employee of the month"))
+    assert search(service, search="employee\\'s") == ["a"]
+    assert search(service, search="handbook\\)") == ["a"]
+    for text in ("employee -month", "employee*", "(handbook)", '"the month"', "a | b", "a + b"):
+        status, answer = call(service, "POST", f"{INDEX}/docs/search.post.search", {"search": text})
+        assert status == 400, text
+        assert "escape it" in answer["error"]["message"]
 
 
 def test_hybrid_fuses_with_reciprocal_rank_fusion(service: SearchService) -> None:
