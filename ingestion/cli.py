@@ -71,6 +71,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.data_dir:
         settings = dataclasses.replace(settings, data_dir=args.data_dir)
     if args.command == "ingest":
+        if settings.profile != "embedded":
+            parser.error(
+                "ingest FOLDER needs the embedded profile (the folder plays the container); with "
+                "INGEST_PROFILE=azure, upload the files to the container and run python -m ingestion.devhost"
+            )
         if not args.folder.is_dir():
             parser.error(f"{args.folder} is not a folder")
         host = (

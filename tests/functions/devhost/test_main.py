@@ -76,3 +76,22 @@ def test_cli_ingest_refuses_a_data_directory_another_host_is_using(
         code = cli.main(["--data-dir", str(tmp_path / "data"), "ingest", str(inbox)])
     assert code == 2
     assert "another host uses this data directory" in capsys.readouterr().err
+
+
+def test_cli_ingest_says_it_needs_the_embedded_profile(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """On the azure profile a local folder is not the container: ingest says so (exit 2) instead of ignoring it."""
+    for name, value in {
+        "INGEST_PROFILE": "azure",
+        "UploadsStorage__blobServiceUri": "https://acct.blob.core.windows.net",
+        "INGEST_COSMOS_ENDPOINT": "https://acct.documents.azure.com:443/",
+        "INGEST_SEARCH_ENDPOINT": "https://srch.search.windows.net",
+        "INGEST_EMBEDDER": "azure_openai",
+        "INGEST_OPENAI_ENDPOINT": "https://aoai.openai.azure.com",
+    }.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(SystemExit) as exited:
+        cli.main(["ingest", str(tmp_path)])
+    assert exited.value.code == 2
+    assert "needs the embedded profile" in capsys.readouterr().err
