@@ -5,7 +5,8 @@ The emulator answers a point read of a missing item with 500 where Cosmos DB ans
 configured by settings alone (the devhost on the "emulators" profile) cannot be handed a transport,
 so it talks to this proxy instead, which forwards every request unchanged and rewrites exactly that
 response. Requests are signed over the resource path and date, not the host, so a proxy is invisible
-to the client.
+to the client. The emulator never throttles or fails; ``fail_next`` makes the proxy answer for it
+(a 429 with ``x-ms-retry-after-ms``, a 503), as Cosmos DB does under load.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ import http.client
 import json
 import threading
 import urllib.parse
+from collections import deque
+from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from tests.emulators.cosmos import _ITEM_PATH, _MISSING_ITEM_MESSAGE
@@ -22,12 +25,25 @@ from tests.emulators.process import HOST
 _HOP_BY_HOP = frozenset({"connection", "keep-alive", "transfer-encoding", "te", "upgrade", "proxy-connection"})
 
 
+@dataclass(frozen=True)
+class Fault:
+    """An answer the proxy gives instead of forwarding, to requests whose method is in ``methods``."""
+
+    status: int
+    methods: frozenset[str]
+    headers: dict[str, str] = field(default_factory=dict)
+    queries: bool = False  # queries are POSTs too; by default only item writes get the fault
+
+
 class CosmosProxy:
     """Listens on 127.0.0.1 (a free port) and forwards to ``upstream`` (``http://127.0.0.1:port``)."""
 
     def __init__(self, upstream: str) -> None:
         target = urllib.parse.urlsplit(upstream)
         self._upstream = (target.hostname or HOST, target.port or 80)
+        self._faults: deque[Fault] = deque()
+        self._lock = threading.Lock()
+        self.faults_served = 0
         self._server = ThreadingHTTPServer((HOST, 0), self._handler())
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, name="cosmos-proxy", daemon=True)
@@ -35,6 +51,27 @@ class CosmosProxy:
     @property
     def endpoint(self) -> str:
         return f"http://{HOST}:{self._server.server_address[1]}"
+
+    def fail_next(
+        self,
+        times: int,
+        status: int,
+        *,
+        methods: tuple[str, ...] = ("POST", "PUT"),
+        headers: dict[str, str] | None = None,
+        queries: bool = False,
+    ) -> None:
+        """Answer the next ``times`` requests with one of ``methods`` (default: item writes) with ``status``."""
+        fault = Fault(status, frozenset(methods), dict(headers or {}), queries)
+        with self._lock:
+            self._faults.extend([fault] * times)
+
+    def _take_fault(self, method: str, is_query: bool) -> Fault | None:
+        with self._lock:
+            if self._faults and method in self._faults[0].methods and (self._faults[0].queries or not is_query):
+                self.faults_served += 1
+                return self._faults.popleft()
+            return None
 
     def start(self) -> CosmosProxy:
         self._thread.start()
@@ -45,7 +82,7 @@ class CosmosProxy:
         self._server.server_close()
 
     def _handler(self) -> type[BaseHTTPRequestHandler]:
-        upstream = self._upstream
+        upstream, take_fault = self._upstream, self._take_fault
 
         class Forward(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
@@ -53,6 +90,10 @@ class CosmosProxy:
             def _forward(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else None
+                is_query = (self.headers.get("x-ms-documentdb-isquery") or "").lower() == "true"
+                if (fault := take_fault(self.command, is_query)) is not None:
+                    self._answer(fault.status, fault.headers, b'{"code": "Injected", "message": "injected fault"}')
+                    return
                 headers = {k: v for k, v in self.headers.items() if k.lower() not in _HOP_BY_HOP}
                 connection = http.client.HTTPConnection(*upstream, timeout=60)
                 try:
@@ -64,8 +105,11 @@ class CosmosProxy:
                     connection.close()
                 if self.command == "GET" and status == 500 and _missing_item(self.path, payload):
                     status, reason = 404, "Not Found"
+                self._answer(status, dict(reply_headers), payload, reason)
+
+            def _answer(self, status: int, headers: dict[str, str], payload: bytes, reason: str | None = None) -> None:
                 self.send_response(status, reason)
-                for name, value in reply_headers:
+                for name, value in headers.items():
                     if name.lower() != "content-length":
                         self.send_header(name, value)
                 self.send_header("Content-Length", str(len(payload)))
