@@ -16,6 +16,7 @@ from azure.core.exceptions import HttpResponseError
 from azure.storage.blob import BlobBlock, BlobClient, ContainerClient
 
 from ingestion.adapters.azure_blob import (
+    DownloadRetries,
     guarded,
     is_condition_failure,
     is_missing_blob,
@@ -35,13 +36,19 @@ class AzureArtifactStore:
     """Artifacts as blobs of one container (which must exist: it is never created here)."""
 
     def __init__(
-        self, container_client: ContainerClient, *, block_size: int = BLOCK_SIZE, page_size: int = 5000
+        self,
+        container_client: ContainerClient,
+        *,
+        block_size: int = BLOCK_SIZE,
+        page_size: int = 5000,
+        service: str = "artifacts",
     ) -> None:
         if block_size <= 0 or page_size <= 0:
             raise ValueError("block_size and page_size must be positive")
         self._client = container_client
         self._block_size = block_size
         self._page_size = page_size
+        self._service = service  # as connect_container was told: names the downloads' retries in SDK_RETRIES
 
     @property
     def container(self) -> str:
@@ -83,7 +90,7 @@ class AzureArtifactStore:
         blob = self._blob(key)
         for _ in range(_GET_ATTEMPTS):
             try:
-                return blob.download_blob().readall()
+                return blob.download_blob(raw_request_hook=DownloadRetries(self._service)).readall()
             except Exception as error:  # every SDK error is translated, none swallowed
                 if is_missing_blob(error):
                     return None
@@ -95,7 +102,7 @@ class AzureArtifactStore:
     def open(self, key: str) -> Iterator[bytes]:
         blob = self._blob(key)
         try:
-            download = blob.download_blob()
+            download = blob.download_blob(raw_request_hook=DownloadRetries(self._service))
         except Exception as error:  # every SDK error is translated, none swallowed
             if is_missing_blob(error):
                 raise KeyError(key) from None

@@ -9,8 +9,11 @@ not part of that list, so it would be ignored). ``StorageRetry`` replaces it, wi
 Reads are pinned to one version: the first request carries ``If-Match: <etag>`` and the SDK pins every
 later range request to the same ETag, so an overwrite at any point is a 412, which becomes
 ``Superseded``. Content is streamed in pieces of the caller's size; at most one download chunk
-(``max_chunk_get_size``, 4 MiB) is held in memory. The helpers at the bottom are shared with
-``azure_artifacts``.
+(``max_chunk_get_size``, 4 MiB) is held in memory. A body that breaks off is asked for again by the
+SDK's downloader itself (3 tries a range); ``DownloadRetries`` counts those in ``SDK_RETRIES`` too.
+Folder markers (a Data Lake account's directories, empty folders kept by tools) are not blobs: never
+listed, ``NOT_FOUND`` to ``properties``, as a local folder's directories are. The helpers at the
+bottom are shared with ``azure_artifacts``.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from azure.storage.blob import BlobProperties, BlobServiceClient, ContainerClien
 from azure.storage.blob import StorageStreamDownloader as Download
 
 from ingestion.adapters.azure_errors import classify, sdk_retry_kwargs, translated
-from ingestion.errors import IngestionError, ReasonCode, Superseded, TransientError
+from ingestion.errors import IngestionError, PermanentError, ReasonCode, Superseded, TransientError
 from ingestion.model import DocumentVersion
 from ingestion.ports import BlobInfo
 from ingestion.retry import SDK_RETRIES, RetryCounts
@@ -117,14 +120,42 @@ def connect_container(
     return client.get_container_client(container)
 
 
-class AzureBlobSource:
-    """The blobs of one container (``uploads``)."""
+class DownloadRetries:
+    """Counts the storage downloader's own re-requests in ``SDK_RETRIES``; one per download.
 
-    def __init__(self, container_client: ContainerClient, *, page_size: int = 5000) -> None:
+    A body that breaks off (``IncompleteRead``) is asked for again by the downloader itself, up to 3
+    times a range with a 1 s sleep (``_download.py``, not configurable), in a new pipeline run that
+    ``StorageRetry`` sees as a first attempt. Passed to ``download_blob`` as ``raw_request_hook``, this
+    is called once per pipeline run (``StorageRequestHook`` pops it), so a run asking for the same
+    range as the run before it is such a re-request.
+    """
+
+    def __init__(self, service: str, counts: RetryCounts = SDK_RETRIES) -> None:
+        self._service = service
+        self._counts = counts
+        self._last: str | None = None
+
+    def __call__(self, request: PipelineRequest[Any]) -> None:
+        headers = request.http_request.headers
+        asked = headers.get("x-ms-range") or headers.get("Range")
+        if asked is not None and asked == self._last:
+            self._counts.add(self._service)
+        self._last = asked
+
+
+class AzureBlobSource:
+    """The blobs of one container (``uploads``).
+
+    ``service`` names the SDK retries of its downloads in ``SDK_RETRIES``: the same name as
+    ``connect_container`` was given, which counts the others.
+    """
+
+    def __init__(self, container_client: ContainerClient, *, page_size: int = 5000, service: str = "blob") -> None:
         if page_size <= 0:
             raise ValueError("page_size must be positive")
         self._client = container_client
         self._page_size = page_size
+        self._service = service
 
     @property
     def container(self) -> str:
@@ -132,25 +163,36 @@ class AzureBlobSource:
 
     def list(self, prefix: str = "") -> Iterator[BlobInfo]:
         what = f"list {self.container}/{prefix}*"
-        pages = self._client.list_blobs(name_starts_with=prefix or None, results_per_page=self._page_size).by_page()
+        pages = self._client.list_blobs(
+            name_starts_with=prefix or None, include=["metadata"], results_per_page=self._page_size
+        ).by_page()
         for page in guarded(pages, lambda error: storage_error(error, what)):
             with translated(what):
                 blobs = list(page)  # already fetched; the items are parsed from the page's response
             for blob in blobs:
-                yield blob_info(blob)
+                if not is_directory(blob):
+                    yield blob_info(blob)
 
     def properties(self, path: str) -> BlobInfo:
         what = f"properties of {self.container}/{path}"
         try:
-            return blob_info(self._client.get_blob_client(path).get_blob_properties())
+            blob = self._client.get_blob_client(path).get_blob_properties()
         except Exception as error:  # every SDK error is translated, none swallowed
             raise storage_error(error, what, rejected=ReasonCode.INVALID_NAME) from error
+        if is_directory(blob):
+            raise PermanentError(ReasonCode.NOT_FOUND, f"{path}: a directory, not a file")
+        return blob_info(blob)
 
     def read(self, path: str, etag: str, chunk_size: int = 1 << 20) -> Iterator[bytes]:
         if chunk_size <= 0:
             raise ValueError("chunk_size must be positive")
         try:
-            download = self._client.download_blob(path, etag=etag, match_condition=MatchConditions.IfNotModified)
+            download = self._client.download_blob(
+                path,
+                etag=etag,
+                match_condition=MatchConditions.IfNotModified,
+                raw_request_hook=DownloadRetries(self._service),
+            )
         except Exception as error:  # every SDK error is translated, none swallowed
             raise self._refused(error, path, etag) from error
         return self._stream(download, path, etag, chunk_size)
@@ -168,9 +210,9 @@ class AzureBlobSource:
         what = f"read {self.container}/{path}"
 
         def mid_read(error: Exception) -> IngestionError:
-            if is_condition_failure(error) or isinstance(error, ResourceNotFoundError):
+            if is_condition_failure(error) or is_missing_blob(error):
                 return Superseded(f"{path}: overwritten or deleted while it was read")
-            return storage_error(error, what)
+            return storage_error(error, what)  # a container gone is not a newer version
 
         pieces = guarded(rechunk(download.chunks(), chunk_size), mid_read)
         held = next(pieces, None)
@@ -187,7 +229,7 @@ class AzureBlobSource:
         try:
             blob.get_blob_properties(etag=etag, match_condition=MatchConditions.IfNotModified)
         except Exception as error:  # every SDK error is translated, none swallowed
-            if is_condition_failure(error) or isinstance(error, ResourceNotFoundError):
+            if is_condition_failure(error) or is_missing_blob(error):
                 raise Superseded(f"{path}: overwritten or deleted while it was read") from error
             raise storage_error(error, f"read {self.container}/{path}") from error
 
@@ -210,11 +252,26 @@ def blob_info(blob: BlobProperties) -> BlobInfo:
     )
 
 
+def is_directory(blob: BlobProperties) -> bool:
+    """A folder marker: how a Data Lake (hierarchical namespace) account lists each directory, and
+    how tools (AzCopy, Storage Explorer) keep empty folders in a flat one. It has no content to ingest."""
+    metadata = blob.metadata or {}
+    return any(key.lower() == "hdi_isfolder" and str(value).lower() == "true" for key, value in metadata.items())
+
+
 def storage_error(error: Exception, what: str, *, rejected: ReasonCode = ReasonCode.PARSE_FAILED) -> IngestionError:
     """``classify``, plus what only Blob Storage says: a missing container, a body cut short."""
-    if getattr(error, "error_code", None) == "ContainerNotFound":
+    code = getattr(error, "error_code", None)
+    if code == "ContainerNotFound":
         # Infrastructure, not the file: the deploy step creates containers. Retry later, like auth.
         return TransientError(f"{what}: the container does not exist", code="container_not_found")
+    if code in ("BlobArchived", "BlobBeingRehydrated"):
+        # 409 for a blob in the Archive tier: the file is fine, but readable only once someone
+        # rehydrates it (hours). Like auth: retry later, and the re-drive limit brings it to a person.
+        return TransientError(
+            f"{what}: the blob is in the Archive tier; rehydrate it (set its tier to Hot or Cool) to ingest it",
+            code="blob_archived",
+        )
     inner = getattr(error, "inner_exception", None)
     if isinstance(error, HttpResponseError) and error.status_code is None and isinstance(inner, Exception):
         # The downloader wraps a body that broke off three times in a status-less HttpResponseError.

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
-from azure.storage.blob import BlobServiceClient
+from azure.storage.blob import BlobServiceClient, StandardBlobTier
 
 from ingestion.adapters.azure_artifacts import AzureArtifactStore
 from ingestion.adapters.azure_blob import AzureBlobSource, StorageRetry, connect_container
@@ -27,6 +27,7 @@ from tests.emulators.process import HOST, free_port
 
 
 CUT = -1  # a scripted "status": a download whose body breaks off after 3 of its 10 bytes
+BODY = b"abcdefghij"  # the blob a GET returns once the script runs out (as one 206 range)
 
 
 class ScriptedStorage:
@@ -76,7 +77,7 @@ class ScriptedStorage:
 
             def do_GET(self) -> None:
                 status = storage._next_status()
-                if status != CUT:
+                if status not in (CUT, 200):
                     self.send_response(status)
                     self.send_header("Content-Length", "0")
                     self.end_headers()
@@ -85,10 +86,11 @@ class ScriptedStorage:
                 self.send_header("ETag", '"0x8DCAFE"')
                 self.send_header("Last-Modified", "Wed, 01 Jan 2025 00:00:00 GMT")
                 self.send_header("x-ms-blob-type", "BlockBlob")
-                self.send_header("Content-Range", "bytes 0-9/10")
-                self.send_header("Content-Length", "10")
+                self.send_header("Content-Range", f"bytes 0-{len(BODY) - 1}/{len(BODY)}")
+                self.send_header("Content-Length", str(len(BODY)))
                 self.end_headers()
-                self.wfile.write(b"abc")  # and the connection closes: the body is cut short
+                # A CUT body stops after 3 bytes, and the connection closes: the body is cut short.
+                self.wfile.write(BODY[:3] if status == CUT else BODY)
 
             def log_message(self, format: str, *args: object) -> None:
                 pass  # keep the test output clean
@@ -113,7 +115,7 @@ def source_at(endpoint: str, service: str, retries: int = 2) -> AzureBlobSource:
     client = connect_container(
         container="uploads", connection_string=connection_string(endpoint), retries=retries, service=service
     )
-    return AzureBlobSource(client)
+    return AzureBlobSource(client, service=service)
 
 
 def retries_of(service: str) -> int:
@@ -162,6 +164,29 @@ def test_a_body_cut_short_is_transient(scripted: Callable[..., ScriptedStorage])
         source_at(server.endpoint, "test-cut").read("a.txt", '"0x8DCAFE"')
     assert caught.value.code == "connection"
     assert server.requests == 3
+    assert retries_of("test-cut") == 2  # the downloader's own re-requests are SDK retries too
+
+
+def test_a_body_cut_once_is_read_again_and_the_retry_counted(scripted: Callable[..., ScriptedStorage]) -> None:
+    """One broken body, then the whole range: the read succeeds and SDK_RETRIES counts the one retry."""
+    server = scripted([CUT])
+    assert b"".join(source_at(server.endpoint, "test-cut-once").read("a.txt", '"0x8DCAFE"')) == BODY
+    assert retries_of("test-cut-once") == 1
+
+
+def test_an_artifact_whose_body_was_cut_is_read_again_and_the_retry_counted(
+    scripted: Callable[..., ScriptedStorage],
+) -> None:
+    """get() and open() of an artifact count the downloader's re-request under the store's service."""
+    server = scripted([CUT, 200, CUT])
+    client = connect_container(
+        container="artifacts", connection_string=connection_string(server.endpoint), service="test-artifact-cut"
+    )
+    store = AzureArtifactStore(client, service="test-artifact-cut")
+    assert store.get("doc/v-1/source") == BODY
+    assert b"".join(store.open("doc/v-1/source")) == BODY
+    assert server.requests == 4
+    assert retries_of("test-artifact-cut") == 2
 
 
 def test_a_refused_connection_is_transient_after_the_capped_retries() -> None:
@@ -258,6 +283,28 @@ def test_a_delete_between_range_requests_is_superseded(small_ranges: AzuriteBlob
         list(stream)
 
 
+def test_a_container_deleted_mid_read_is_transient_not_superseded(small_ranges: AzuriteBlobSource) -> None:
+    """No newer version took over when the whole container went: TransientError("container_not_found")."""
+    etag = small_ranges.put("big.bin", b"a" * 10240).version.etag
+    stream = small_ranges.read("big.bin", etag, chunk_size=1024)
+    next(stream)
+    small_ranges.container_client.delete_container()
+    with pytest.raises(TransientError) as caught:
+        list(stream)
+    assert caught.value.code == "container_not_found"
+
+
+def test_an_archived_blob_is_transient_not_an_invalid_name(blobs: AzuriteBlobSource) -> None:
+    """A blob in the Archive tier (409 BlobArchived) cannot be read until rehydrated; its name is fine."""
+    etag = blobs.put("cold.txt", b"archived").version.etag
+    blobs.container_client.get_blob_client("cold.txt").set_standard_blob_tier(StandardBlobTier.ARCHIVE)
+    assert blobs.properties("cold.txt").version.etag == etag  # its properties still read
+    with pytest.raises(TransientError) as caught:
+        list(blobs.read("cold.txt", etag))
+    assert caught.value.code == "blob_archived"
+    assert "rehydrate" in caught.value.message
+
+
 def test_a_deleted_blob_is_not_found(blobs: AzuriteBlobSource) -> None:
     """After a delete, properties() and read() of the old version raise PermanentError(NOT_FOUND)."""
     etag = blobs.put("gone.txt", b"x").version.etag
@@ -298,7 +345,31 @@ def test_listing_pages_through_every_blob_in_name_order(azurite: Azurite, reques
     assert listed[7] == writer.properties(names[7])
 
 
-@pytest.mark.parametrize("name", ["with space.txt", "ünïcødé/日本語 file.txt", "a+b&c=d?e#f.txt"])
+@pytest.mark.parametrize("flag", ["true", "True"])
+def test_directory_markers_are_not_blobs(blobs: AzuriteBlobSource, flag: str) -> None:
+    """A folder marker (0 bytes, metadata hdi_isfolder=true: every directory of a Data Lake account)
+    is neither listed nor found, as a local folder's directories are not; the files in it are."""
+    blobs.container_client.upload_blob("reports", b"", metadata={"hdi_isfolder": flag})
+    blobs.put("reports/q1.txt", b"q1")
+    assert [info.path for info in blobs.list()] == ["reports/q1.txt"]
+    with pytest.raises(PermanentError) as caught:
+        blobs.properties("reports")
+    assert caught.value.reason is ReasonCode.NOT_FOUND
+    assert "directory" in caught.value.message
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "with space.txt",
+        "ünïcødé/日本語 file.txt",
+        "a+b&c=d?e#f.txt",
+        "100% sure %2F %41.txt",
+        "trailing dot.",
+        " padded ",
+        "dir./x;y=z",
+    ],
+)
 def test_unusual_names_round_trip(blobs: AzuriteBlobSource, name: str) -> None:
     """Spaces, non-ASCII letters and URL-special characters survive listing, properties and reads."""
     etag = blobs.put(name, name.encode()).version.etag
