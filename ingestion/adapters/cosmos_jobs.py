@@ -6,6 +6,11 @@ partition key (path ``/id``), so every point read and write touches one logical 
 Optimistic concurrency is Cosmos DB's own: the item's ``_etag`` is the job's ``etag``, and
 ``replace`` sends it with ``IfNotModified`` (412 when another writer won).
 
+Errors go through the shared classifier, except three that Cosmos DB uses for faults worth
+retrying although their status looks permanent (410 Gone, 449 Retry With, 404 sub-status 1002 "read
+session not available"): those are ``TransientError``, so a lagging replica never reads as a missing
+job and a partition split never ends a job.
+
 ``connect_jobs`` builds the client with azure-cosmos' retries capped (its defaults retry throttling
 9 times for up to 30 s, and reads for a minute and more) and counts every retry in
 ``SDK_RETRIES["cosmos"]``. It never creates the database or the container: infrastructure does,
@@ -16,7 +21,8 @@ from __future__ import annotations
 
 import threading
 import weakref
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from datetime import UTC, datetime
 from itertools import islice
@@ -35,13 +41,14 @@ from azure.cosmos.cosmos_client import CosmosClient
 from azure.cosmos.documents import ConnectionPolicy
 from azure.cosmos.exceptions import (
     CosmosAccessConditionFailedError,
+    CosmosHttpResponseError,
     CosmosResourceExistsError,
     CosmosResourceNotFoundError,
 )
-from azure.cosmos.http_constants import SubStatusCodes
+from azure.cosmos.http_constants import StatusCodes, SubStatusCodes
 
-from ingestion.adapters.azure_errors import sdk_retry_kwargs, translated
-from ingestion.errors import ConcurrencyError, PermanentError, ReasonCode
+from ingestion.adapters.azure_errors import classify, retry_after_seconds, sdk_retry_kwargs, translated
+from ingestion.errors import ConcurrencyError, PermanentError, ReasonCode, TransientError
 from ingestion.model import Job, JobStatus
 from ingestion.ports import JobPage
 from ingestion.retry import SDK_RETRIES, RetryCounts
@@ -59,16 +66,24 @@ class CosmosJobStore:
     page by page from the SDK, never materialized beyond ``limit + 1`` items.
     """
 
-    def __init__(self, container: ContainerProxy, *, page_size: int = _MAX_PAGE) -> None:
+    def __init__(
+        self, container: ContainerProxy, *, page_size: int = _MAX_PAGE, client: CosmosClient | None = None
+    ) -> None:
         if page_size <= 0:
             raise ValueError("page_size must be positive")
         self._container = container
         self._page_size = page_size
+        self._client = client  # closed by close(), when this store owns it (open_job_store)
+
+    def close(self) -> None:
+        """Release the client's connections, when this store owns its client."""
+        if self._client is not None:
+            self._client.close()
 
     def check(self) -> None:
         """Fail fast, with a message saying what to fix, when the container is missing or misconfigured."""
         name = self._container.container_link
-        with translated(f"read the properties of Cosmos DB container {name}"):
+        with _translated(f"read the properties of Cosmos DB container {name}"):
             try:
                 properties = self._container.read()
             except CosmosResourceNotFoundError as error:
@@ -81,10 +96,12 @@ class CosmosJobStore:
             )
 
     def get(self, doc_id: str) -> Job | None:
-        with translated(f"read job {doc_id}"):
+        with _translated(f"read job {doc_id}"):
             try:
                 item = self._container.read_item(item=doc_id, partition_key=doc_id)
             except CosmosResourceNotFoundError as error:
+                if _transient(error):
+                    raise  # a lagging replica, not a missing job: _translated says so
                 if _item_missing(error):
                     return None
                 raise _missing_container(self._container.container_link) from error
@@ -92,7 +109,7 @@ class CosmosJobStore:
 
     def create(self, job: Job) -> Job:
         lost: CosmosResourceExistsError | None = None
-        with translated(f"create job {job.doc_id}"):
+        with _translated(f"create job {job.doc_id}"):
             try:
                 stored = self._container.create_item(body=_item(job))
             except CosmosResourceExistsError as error:
@@ -105,7 +122,7 @@ class CosmosJobStore:
         if job.etag is None:
             raise ConcurrencyError(f"{job.doc_id}: replace needs the etag the job was read with")
         lost: CosmosAccessConditionFailedError | CosmosResourceNotFoundError | None = None
-        with translated(f"replace job {job.doc_id}"):
+        with _translated(f"replace job {job.doc_id}"):
             try:
                 stored = self._container.replace_item(
                     item=job.doc_id, body=_item(job), etag=job.etag, match_condition=MatchConditions.IfNotModified
@@ -113,6 +130,8 @@ class CosmosJobStore:
             except CosmosAccessConditionFailedError as error:
                 lost = error  # another writer won
             except CosmosResourceNotFoundError as error:
+                if _transient(error):
+                    raise
                 if not _item_missing(error):
                     raise _missing_container(self._container.container_link) from error
                 lost = error  # the job is gone
@@ -146,7 +165,7 @@ class CosmosJobStore:
         where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
         # One item more than asked says whether another page exists, so the last page ends with None.
         query = f"SELECT TOP @top * FROM c{where} ORDER BY c.id"  # noqa: S608 - fixed clauses, values are parameters
-        with translated("list jobs"):
+        with _translated("list jobs"):
             items = self._container.query_items(
                 query,
                 parameters=parameters,
@@ -167,7 +186,7 @@ class CosmosJobStore:
         """
         counts: dict[JobStatus, int] = {}
         for status in JobStatus:
-            with translated(f"count {status.value} jobs"):
+            with _translated(f"count {status.value} jobs"):
                 # A VALUE query yields bare numbers, not the dicts the SDK's annotation promises.
                 values: Iterable[Any] = self._container.query_items(
                     "SELECT VALUE COUNT(1) FROM c WHERE c.status = @status",
@@ -203,19 +222,32 @@ class RetryCountingHook:
             self._counts.add(self._service)
 
 
-def connect_jobs(
+def connect_jobs(*, database: str, container: str, **options: Any) -> ContainerProxy:
+    """The jobs container, through a client whose retries are capped and counted (``_connect_client``).
+
+    The caller cannot close that client: production code uses ``open_job_store``, which can.
+    """
+    return _connect_client(**options).get_database_client(database).get_container_client(container)
+
+
+def open_job_store(*, database: str, container: str, page_size: int = _MAX_PAGE, **options: Any) -> CosmosJobStore:
+    """A ``CosmosJobStore`` owning its client (``close()`` releases it); options as ``_connect_client``."""
+    client = _connect_client(**options)
+    proxy = client.get_database_client(database).get_container_client(container)
+    return CosmosJobStore(proxy, page_size=page_size, client=client)
+
+
+def _connect_client(
     *,
     endpoint: str,
-    database: str,
-    container: str,
     key: str | None = None,
     credential: object | None = None,
     retries: int = 2,
     timeout_s: float = 30.0,
     endpoint_discovery: bool = True,
     transport: HttpTransport[Any, Any] | None = None,
-) -> ContainerProxy:
-    """The jobs container, through a client whose retries are capped and counted.
+) -> CosmosClient:
+    """A client whose retries are capped and counted.
 
     Authenticates with ``key`` when given, else with ``credential`` (the ``DefaultAzureCredential``
     bootstrap builds). ``endpoint_discovery=False`` for the emulator, which advertises regional
@@ -242,7 +274,7 @@ def connect_jobs(
         options["transport"] = transport
     with translated(f"connect to Cosmos DB at {endpoint}"):
         # The constructor already reads the account (regions, consistency), so it can fail too.
-        client = CosmosClient(
+        return CosmosClient(
             endpoint,
             credential=auth,
             connection_policy=policy,
@@ -250,7 +282,30 @@ def connect_jobs(
             raw_request_hook=RetryCountingHook("cosmos"),
             **options,
         )
-    return client.get_database_client(database).get_container_client(container)
+
+
+@contextmanager
+def _translated(what: str) -> Iterator[None]:
+    """``translated``, plus the statuses Cosmos DB uses for faults worth retrying that look permanent."""
+    with translated(what):
+        try:
+            yield
+        except CosmosHttpResponseError as error:
+            if not _transient(error):
+                raise
+            problem = classify(error, what)
+            raise TransientError(
+                problem.message, retry_after=retry_after_seconds(error.headers), code=f"http_{error.status_code}"
+            ) from error
+
+
+def _transient(error: CosmosHttpResponseError) -> bool:
+    """410 Gone (a partition splitting or moving), 449 Retry With (a conflicting write in flight), and
+    404 sub-status 1002 (a replica not yet at the session's writes): Cosmos DB asks for a retry with
+    each, and azure-cosmos gives up on them after a try or two (``_retry_utility.py``)."""
+    if error.status_code in (StatusCodes.GONE, StatusCodes.RETRY_WITH):
+        return True
+    return error.status_code == StatusCodes.NOT_FOUND and error.sub_status == SubStatusCodes.READ_SESSION_NOTAVAILABLE
 
 
 def _item_missing(error: CosmosResourceNotFoundError) -> bool:

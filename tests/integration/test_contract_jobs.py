@@ -223,3 +223,19 @@ def test_a_listing_limit_must_be_positive(jobs: JobStore) -> None:
     """list(limit=0) is a caller's mistake: ValueError, not an empty page that would end a scan."""
     with pytest.raises(ValueError, match="limit"):
         jobs.list(limit=0)
+
+
+def test_continuations_survive_ids_with_quotes_spaces_and_unicode(jobs: JobStore) -> None:
+    """Paging one job at a time over unusual ids (quotes, spaces, non-ASCII) sees each once, in order."""
+    # No "/", "\\", "?" or "#": Cosmos DB refuses them in ids (doc ids are hex hashes anyway).
+    ids = ["doc-'1'", 'doc-"2"', "doc- 3", "doc-ü", "doc-日本", "doc-😀", "doc-%20", "doc-a' OR 1=1 --"]
+    for doc_id in ids:
+        jobs.create(make_job(doc_id))
+    seen: list[str] = []
+    continuation = None
+    while True:
+        page = jobs.list(limit=1, continuation=continuation)
+        seen.extend(job.doc_id for job in page.jobs)
+        if (continuation := page.continuation) is None:
+            break
+    assert seen == sorted(ids)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from functools import partial
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -180,6 +180,36 @@ def test_service_unavailable_is_transient_and_its_region_retry_is_counted(fault_
     # whatever retry_total says: 2 attempts for a one-region account.
     assert len(fault_server.fault.attempts) == 2
     assert sdk_retries() - before == 1
+
+
+def test_a_read_the_session_cannot_serve_yet_is_transient_not_a_missing_job(fault_server: FaultServer) -> None:
+    """404 sub-status 1002 (the replica lags the session) is TransientError: the job exists, get() never says None."""
+    # A None here would stop a running stage as Superseded ("no job document") and let a starter
+    # create a job that exists. azure-cosmos retries it itself first (_session_retry_policy.py).
+    fault_server.fault = Fault(404, {"x-ms-substatus": "1002"})
+    with pytest.raises(TransientError) as raised:
+        store_on(fault_server).get("doc-1")
+    assert raised.value.code == "http_404"
+
+
+@pytest.mark.parametrize(
+    ("status", "substatus", "operation"),
+    [(449, "0", "replace"), (449, "0", "get"), (410, "1007", "get"), (410, "1008", "replace")],
+)
+def test_retry_with_and_gone_are_transient(
+    fault_server: FaultServer, status: int, substatus: str, operation: str
+) -> None:
+    """449 (Retry With) and 410 (Gone: a partition splitting or moving) are worth a retry, not a permanent failure."""
+    fault_server.fault = Fault(status, {"x-ms-substatus": substatus, "x-ms-retry-after-ms": "50"})
+    store = store_on(fault_server)
+    calls: dict[str, Callable[[], object]] = {
+        "get": partial(store.get, "doc-1"),
+        "replace": partial(store.replace, replace(make_job("doc-1"), etag='"e"')),
+    }
+    with pytest.raises(TransientError) as raised:
+        calls[operation]()
+    assert raised.value.code == f"http_{status}"
+    assert raised.value.retry_after == pytest.approx(0.05)
 
 
 def test_a_refused_connection_is_transient(fault_server: FaultServer) -> None:
