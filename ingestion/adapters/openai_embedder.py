@@ -3,20 +3,27 @@
 ``OpenAIEmbedder.embed`` checks a batch against the service's limits before it spends quota (an
 input over the token limit, an empty input or an oversized batch fails at once with
 ``EMBED_REJECTED`` naming the input), waits for its turn on the process's ``RateLimiter``, sends one
-request, and checks the answer: one finite vector of the asked size per input, in input order. A
-response that is not that is a transient fault, never silently stored.
+request (after a 429, up to ``retries`` more, each after a fresh turn), and checks the answer: one
+finite vector of the asked size per input, in input order. A response that is not that is a
+transient fault, never silently stored.
 
 What the SDK (openai 3.x) does on its own, and how it is kept in bounds:
 - It retries 408/409/429/5xx and connection faults ``max_retries`` times (default 2), sleeping the
   response's ``retry-after-ms`` / ``retry-after`` when that is at most 120 s (``_base_client.py``,
-  ``_calculate_retry_timeout`` and ``_should_retry``). ``connect_embedder`` caps the retries and adds a
-  response hook (``ThrottleGuard``) that tells the limiter about *every* 429, retried or not, and
-  marks a 429 whose wait exceeds ``max_wait_s`` with ``x-should-retry: false``, a header the SDK
-  obeys: the call then returns at once with ``TransientError(retry_after=...)`` and the long wait
-  happens in the orchestrator's durable timer instead of in a worker.
+  ``_calculate_retry_timeout`` and ``_should_retry``); ``x-should-retry: false`` on a response stops it.
+  ``connect_embedder`` caps the retries and adds a response hook (``ThrottleGuard``) that:
+  tells the limiter about every 429 and stops the SDK retrying it; the embedder retries the 429
+  itself, after taking a fresh turn on the limiter (an SDK retry would skip the limiter: threads
+  refused in one quota window would all retry at its end, together, and be refused again); and
+  stops the SDK sleeping any other ``retry-after`` longer than ``max_wait_s`` (a 503 may carry one):
+  the call returns at once with ``TransientError(retry_after=...)`` and the long wait happens in
+  the orchestrator's durable timer instead of in a worker.
 - Each attempt carries ``x-stainless-retry-count``; the SDK's retries are counted from it (on the
   successful response, or on the failed request an error carries) into ``SDK_RETRIES["openai"]``,
-  whatever client the embedder was given.
+  whatever client the embedder was given; the embedder's own 429 retries are counted there too.
+- A 404 is the endpoint's or the deployment's (Azure answers ``DeploymentNotFound`` for a few minutes
+  after a deployment is created; a base URL missing its "/v1" gets one too), never the document's:
+  it is transient (code ``not_found``), like 401/403.
 - It asks for ``encoding_format=base64`` unless told otherwise and decodes the vectors to float32
   values (``lib/_parsing/_embeddings.py``). The vectors are re-normalized here in float64: the
   service's vectors have unit length up to float32 rounding, and cosine scores assume exactly 1.
@@ -69,7 +76,11 @@ class OpenAIEmbedder:
         max_batch_inputs: int = 2048,
         max_batch_tokens: int = 300_000,
         max_input_tokens: int = 8191,
+        throttle_retries: int | None = None,
     ) -> None:
+        """``throttle_retries``: ``None`` for a client whose SDK retries 429s itself (any client built
+        elsewhere); a number for ``connect_embedder``'s client, whose ``ThrottleGuard`` reports every 429
+        to the limiter and hands it back, and which this embedder then retries that many times."""
         if dimensions <= 0:
             raise ValueError("dimensions must be positive")
         self._client = client
@@ -80,6 +91,7 @@ class OpenAIEmbedder:
         self._max_batch_inputs = max_batch_inputs
         self._max_batch_tokens = max_batch_tokens
         self._max_input_tokens = max_input_tokens
+        self._throttle_retries = throttle_retries
         # text-embedding-ada-002 has a fixed size and refuses the parameter (a deployment name that
         # hides the model cannot be told apart; name such deployments after their model).
         self._send_dimensions = "ada-002" not in model.lower()
@@ -116,13 +128,27 @@ class OpenAIEmbedder:
         if not texts:
             return Embeddings([], 0)
         tokens = self._checked_token_count(texts)
-        if self._limiter is not None:
-            self._limiter.acquire(tokens)
-        response = self._create(list(texts))
+        retries = self._throttle_retries or 0
+        for attempt in range(retries + 1):
+            if self._limiter is not None:
+                self._limiter.acquire(tokens)  # waits out any 429's pause, in a slot of its own
+            try:
+                response = self._create(list(texts))
+                break
+            except TransientError as error:
+                if not self._retry_throttled(error, attempt, retries):
+                    raise
+                SDK_RETRIES.add(_SERVICE)
         vectors = self._vectors(response, len(texts))
         # Some OpenAI-compatible servers leave usage out; our own count is what the quota was paced on.
         usage = getattr(response, "usage", None)
         return Embeddings(vectors, int(getattr(usage, "prompt_tokens", 0) or tokens))
+
+    def _retry_throttled(self, error: TransientError, attempt: int, retries: int) -> bool:
+        """Whether to try a 429 again here: retries left, and a wait the limiter may sleep."""
+        if error.code != "http_429" or attempt >= retries or self._limiter is None:
+            return False
+        return (error.retry_after or 0.0) <= self._limiter.max_wait_s
 
     def _checked_token_count(self, texts: Sequence[str]) -> int:
         """The batch's tokens; ``EMBED_REJECTED`` for what the service would refuse (400)."""
@@ -157,7 +183,7 @@ class OpenAIEmbedder:
             failure = _classified(error, what)
             if isinstance(failure, TransientError) and getattr(error, "status_code", None) == 429:
                 wait = failure.retry_after if failure.retry_after is not None else _DEFAULT_THROTTLE_S
-                if self._limiter is not None:
+                if self._limiter is not None and self._throttle_retries is None:  # else ThrottleGuard did
                     self._limiter.penalize(wait)
                 failure.retry_after = wait
             raise failure from error
@@ -193,21 +219,23 @@ class OpenAIEmbedder:
 
 
 class ThrottleGuard:
-    """An httpx2 response hook: every 429 pauses the limiter, and a long ``retry-after`` is not slept
-    inside the call (``x-should-retry: false``, which the SDK obeys) but handed back as
-    ``TransientError(retry_after)``."""
+    """An httpx2 response hook: every 429 pauses the limiter and is handed back rather than retried by
+    the SDK (``x-should-retry: false``, which the SDK obeys), so the embedder retries it through the
+    limiter; any other ``retry-after`` over ``max_wait_s`` is handed back too, not slept in the call."""
 
     def __init__(self, limiter: RateLimiter | None, max_wait_s: float) -> None:
         self._limiter = limiter
         self._max_wait_s = max_wait_s
 
     def __call__(self, response: httpx2.Response) -> None:
-        if response.status_code != 429:
+        if response.status_code < 400:
             return
         wait = retry_after_seconds(response.headers)
-        if self._limiter is not None:
-            self._limiter.penalize(wait if wait is not None else _DEFAULT_THROTTLE_S)
-        if wait is not None and wait > self._max_wait_s:
+        if response.status_code == 429:
+            if self._limiter is not None:
+                self._limiter.penalize(wait if wait is not None else _DEFAULT_THROTTLE_S)
+            response.headers["x-should-retry"] = "false"
+        elif wait is not None and wait > self._max_wait_s:
             response.headers["x-should-retry"] = "false"
 
 
@@ -236,9 +264,10 @@ def connect_embedder(
     ``max_wait_s`` for quota, in the limiter or on a 429; longer waits come back as ``TransientError``.
     The limiter paces to the deployment's quota (``minute_s`` shortens the minute for tests).
     """
+    # Not rounded: at a small quota int() would pace far below the share (2 RPM at 1, not 1.9).
     limiter = RateLimiter(
-        max(1, int(tokens_per_minute * _QUOTA_SHARE)),
-        max(1, int(requests_per_minute * _QUOTA_SHARE)),
+        tokens_per_minute * _QUOTA_SHARE,
+        requests_per_minute * _QUOTA_SHARE,
         max_wait_s=max_wait_s,
         minute_s=minute_s,
     )
@@ -270,6 +299,7 @@ def connect_embedder(
         limiter=limiter,
         max_batch_tokens=min(300_000, max(max_input_tokens, int(tokens_per_minute * _BATCH_SHARE_OF_MINUTE))),
         max_input_tokens=max_input_tokens,
+        throttle_retries=retries,
     )
 
 
@@ -282,9 +312,13 @@ def _token_provider(credential: object | None) -> Callable[[], str]:
 
 
 def _classified(error: Exception, what: str) -> IngestionError:
-    """``classify``, except that a credential that cannot get a token is an auth fault, not the file's."""
+    """``classify``, except for faults that are the configuration's, not the file's: a credential that
+    cannot get a token, and a 404 (no such deployment yet, or a wrong endpoint)."""
     if any(cls.__name__ == "ClientAuthenticationError" for cls in type(error).__mro__):
         return TransientError(f"{what}: could not get a token ({type(error).__name__})", code="auth")
+    if getattr(error, "status_code", None) == 404:
+        detail = classify(error, what).message
+        return TransientError(f"{detail} (check the endpoint and the deployment)", code="not_found")
     return classify(error, what, rejected=ReasonCode.EMBED_REJECTED, not_found=ReasonCode.EMBED_REJECTED)
 
 

@@ -16,7 +16,10 @@ are served in arrival order and nobody wakes up just to find the budget taken.
 
 Waits longer than ``max_wait_s`` are not slept: ``acquire`` raises ``TransientError(retry_after=...)``
 so the long wait happens in the orchestrator's durable timer, not in a worker. After a 429,
-``penalize`` holds every thread until the service's ``retry-after`` has passed.
+``penalize`` holds every thread until the service's ``retry-after`` has passed, including callers
+already asleep on a slot reserved before the 429: they wake, see the pause, and queue again behind
+it (their first reservation stays charged; after a 429 the client's picture was wrong anyway, and
+erring slow is what the service asked for).
 
 ``minute_s`` is the length of the quota's minute: 60 in production; tests and benchmarks shorten it
 to compress time, and the bucket capacities shrink with it.
@@ -57,8 +60,8 @@ class RateLimiter:
 
     def __init__(
         self,
-        tokens_per_minute: int,
-        requests_per_minute: int,
+        tokens_per_minute: float,
+        requests_per_minute: float,
         *,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
@@ -73,6 +76,7 @@ class RateLimiter:
         self._sleep = sleep
         self._max_wait_s = max_wait_s
         self._lock = threading.Lock()
+        self._quota = (float(tokens_per_minute), float(requests_per_minute))
         now = clock()
         token_rate = tokens_per_minute / minute_s
         self._tokens = _Bucket(token_rate, token_rate * minute_s / 60.0, now)
@@ -85,27 +89,42 @@ class RateLimiter:
     def max_wait_s(self) -> float:
         return self._max_wait_s
 
+    @property
+    def tokens_per_minute(self) -> float:
+        return self._quota[0]
+
+    @property
+    def requests_per_minute(self) -> float:
+        return self._quota[1]
+
     def acquire(self, tokens: int) -> None:
         """Block until a request of ``tokens`` may be sent, or raise ``TransientError`` for a long wait."""
-        with self._lock:
-            now = self._clock()
-            cost = float(max(tokens, 0))
-            start = max(now, self._paused_until, self._tokens.ready_at(cost), self._requests.ready_at(1.0))
-            wait = start - now
-            if wait > self._max_wait_s:
-                # Nothing is reserved: the caller gives the work back to the orchestrator.
-                raise TransientError(
-                    f"embedding quota: the next slot is {wait:.1f} s away (this process waits at most "
-                    f"{self._max_wait_s:.0f} s)",
-                    retry_after=wait,
-                    code="throttled",
-                )
-            # Reserve now, in arrival order: later callers queue behind this start.
-            self._tokens.reserve(cost, start)
-            self._requests.reserve(1.0, start)
-            self.waited_s += wait
-        if wait > 0:
-            self._sleep(wait)
+        cost = float(max(tokens, 0))
+        while True:
+            with self._lock:
+                now = self._clock()
+                start = max(now, self._paused_until, self._tokens.ready_at(cost), self._requests.ready_at(1.0))
+                wait = start - now
+                if wait > self._max_wait_s:
+                    # Nothing is reserved: the caller gives the work back to the orchestrator.
+                    raise TransientError(
+                        f"embedding quota: the next slot is {wait:.1f} s away (this process waits at most "
+                        f"{self._max_wait_s:.0f} s)",
+                        retry_after=wait,
+                        code="throttled",
+                    )
+                # Reserve now, in arrival order: later callers queue behind this start.
+                self._tokens.reserve(cost, start)
+                self._requests.reserve(1.0, start)
+                self.waited_s += wait
+                penalties = self.penalties
+            if wait > 0:
+                self._sleep(wait)
+            with self._lock:
+                # A 429 that arrived while this caller slept, with a pause reaching past its slot: the
+                # slot was chosen without knowing it, so going now would add to the storm. Queue again.
+                if self.penalties == penalties or self._paused_until <= start:
+                    return
 
     def penalize(self, retry_after_s: float) -> None:
         """The service answered 429: every thread holds off for ``retry_after_s`` from now."""

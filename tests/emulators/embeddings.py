@@ -8,6 +8,7 @@ embedder the app would build, through ``connect_embedder`` and the real SDK over
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -19,7 +20,7 @@ from tests.emulators.process import free_port, unavailable
 API_KEY = "emulator-key"
 DEPLOYMENT = "text-embedding-3-small"
 DIMENSIONS = 256  # as the other implementations' fixture
-GENEROUS = {"tokens_per_minute": 100_000_000, "requests_per_minute": 1_000_000}
+GENEROUS: dict[str, Any] = {"tokens_per_minute": 100_000_000, "requests_per_minute": 1_000_000}
 
 
 @pytest.fixture(scope="session")

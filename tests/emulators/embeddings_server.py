@@ -16,7 +16,11 @@ still empty); requests per minute are evaluated over short periods (``periods`` 
 default: RPM/6 per 10 s). ``window_s`` is the length of that minute, shortened to compress time. A
 refusal is a 429 with ``retry-after-ms``, ``retry-after`` and ``x-ratelimit-remaining-*`` headers.
 
-Faults are injected from Python (``fail_next``, ``delay_next``, ``drop_next``); every request is
+Azure documents a 429 once the running count *has reached* the limit, so one request may cross it;
+this server refuses the request that *would* cross it: stricter, so a client that never sees a 429
+here stays inside the quota there too.
+
+Faults are injected from Python (``fail_next``, ``delay_next``, ``slow_next``, ``drop_next``); every request is
 logged (``records``) for assertions and benchmarks. Tests run it in-process on a thread; it also runs
 standalone: ``python -m tests.emulators.embeddings_server --port 8895 --api-key KEY --tpm N --rpm N``.
 """
@@ -32,7 +36,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -58,6 +62,7 @@ class Fault:
     status: int = 0  # answer with this status (429, 503, 400, ...) instead of embeddings
     retry_after_s: float | None = None  # sent as retry-after-ms and retry-after (whole seconds)
     delay_s: float = 0.0  # wait this long first, then carry on (a client timeout)
+    slow_s: float = 0.0  # wait this long after the quota counted the request (a slow model), then answer
     drop: bool = False  # close the connection without any answer
 
 
@@ -65,7 +70,7 @@ class Fault:
 class RequestRecord:
     """One request as the server saw it."""
 
-    at: float  # seconds since the server started (or was reset)
+    at: float  # seconds since the start (or reset) when the quota judged it (else when it arrived)
     route: str  # "azure" or "v1"
     deployment: str  # the deployment (Azure) or the model (/v1)
     auth: str  # "api-key", "bearer" or "none"
@@ -230,6 +235,10 @@ class EmbeddingsServer:
         """Hold the next ``n`` requests ``seconds`` before answering them."""
         self._add_faults(n, Fault(delay_s=seconds))
 
+    def slow_next(self, n: int, seconds: float) -> None:
+        """Answer the next ``n`` requests ``seconds`` after their tokens were counted (a slow model)."""
+        self._add_faults(n, Fault(slow_s=seconds))
+
     def drop_next(self, n: int) -> None:
         """Close the connection of the next ``n`` requests without answering."""
         self._add_faults(n, Fault(drop=True))
@@ -259,7 +268,8 @@ class EmbeddingsServer:
         return sum(record.tokens for record in self.records if record.status == 200)
 
     def tokens_by_window(self) -> list[int]:
-        """Tokens accepted in each quota window since the start (or reset), in order."""
+        """Tokens accepted in each quota window since the start (or reset), in order: each request in
+        the window that counted it, however long after that its answer went out."""
         with self._lock:
             window_s, records = self._quota.window_s, list(self._records)
         totals: list[int] = []
@@ -278,12 +288,13 @@ class EmbeddingsServer:
         raw = handler.rfile.read(length) if length else b""
         retry_count = _int(handler.headers.get("x-stainless-retry-count"))
         with self._lock:
-            generation = self._generation
+            generation, started = self._generation, self._started
+        at = time.monotonic() - started  # until the quota judges the request, when it arrived
         route, deployment, auth, inputs, tokens, fmt = "?", "", "none", 0, 0, ""
 
         def record(status: int, outcome: str, retry_after_s: float | None = None) -> None:
             entry = RequestRecord(
-                0.0, route, deployment, auth, inputs, tokens, status, outcome, retry_count, fmt, retry_after_s or 0.0
+                at, route, deployment, auth, inputs, tokens, status, outcome, retry_count, fmt, retry_after_s or 0.0
             )
             self._record(generation, entry)
 
@@ -309,7 +320,12 @@ class EmbeddingsServer:
             texts, counts = self._inputs(route, request.get("input"))
             inputs, tokens = len(texts), sum(counts)
             dimensions = self._dimensions(route, model, request.get("dimensions"))
-            self._admit(route, tokens)
+            # The quota's moment, not the answer's: a request counted just before a window ends belongs
+            # to that window however late its answer (tokens_by_window must match what admit saw).
+            at = time.monotonic() - started
+            self._admit(route, tokens, at)
+            if fault is not None and fault.slow_s:
+                self._stopping.wait(fault.slow_s)
             body = self._embeddings(texts, tokens, dimensions, model, request.get("encoding_format"))
             record(200, "ok")
             _send(handler, 200, body, self._remaining())
@@ -393,9 +409,9 @@ class EmbeddingsServer:
             raise _Reply(400, "invalid", _error(route, 400, f"dimensions must be between 1 and {native}"))
         return value
 
-    def _admit(self, route: str, tokens: int) -> None:
+    def _admit(self, route: str, tokens: int, now: float) -> None:
         with self._lock:
-            outcome, wait = self._quota.admit(time.monotonic() - self._started, tokens)
+            outcome, wait = self._quota.admit(now, tokens)
         if outcome != "ok":
             kind = "token" if outcome == "tokens" else "call"
             message = (
@@ -428,7 +444,7 @@ class EmbeddingsServer:
     def _record(self, generation: int, record: RequestRecord) -> None:
         with self._lock:
             if generation == self._generation:
-                self._records.append(replace(record, at=time.monotonic() - self._started))
+                self._records.append(record)
 
 
 class _Handler(BaseHTTPRequestHandler):

@@ -176,9 +176,10 @@ def test_a_429_with_a_long_retry_after_comes_back_at_once(build: Build, server: 
     assert server.requests == 1
 
 
-def test_short_429s_are_retried_by_the_sdk_up_to_its_cap(build: Build, server: EmbeddingsServer) -> None:
+def test_short_429s_are_retried_through_the_limiter_up_to_the_cap(build: Build, server: EmbeddingsServer) -> None:
     """With retries=2 a throttled call makes exactly 3 requests, each 429 pauses the limiter, and the two
-    SDK retries are counted."""
+    retries are counted. The SDK is told not to retry a 429 itself (each attempt is a fresh SDK call that
+    first takes its turn on the limiter), so every attempt says retry count 0."""
     embedder = build(retries=2)
     server.fail_next(5, 429, retry_after_s=0.05)
     before = openai_retries()
@@ -186,9 +187,29 @@ def test_short_429s_are_retried_by_the_sdk_up_to_its_cap(build: Build, server: E
         embedder.embed(["still throttled"])
     assert caught.value.retry_after == pytest.approx(0.05)
     assert server.requests == 3
-    assert [record.retry_count for record in server.records] == [0, 1, 2]
+    assert [record.retry_count for record in server.records] == [0, 0, 0]
     assert openai_retries() - before == 2
     assert embedder.limiter is not None and embedder.limiter.penalties >= 3
+
+
+def test_a_short_429_then_success_returns_vectors(build: Build, server: EmbeddingsServer) -> None:
+    """A 429 asking for a short wait is waited out in the limiter and the call then succeeds."""
+    server.fail_next(1, 429, retry_after_s=0.05)
+    before = openai_retries()
+    assert len(build(retries=2).embed(["wait a little"]).vectors) == 1
+    assert [record.status for record in server.records] == [429, 200]
+    assert openai_retries() - before == 1
+
+
+def test_a_5xx_with_a_long_retry_after_is_not_slept_in_the_sdk(build: Build, server: EmbeddingsServer) -> None:
+    """A 503 asking for more than max_wait_s comes back at once with its retry_after; the SDK would
+    otherwise sleep it (up to 120 s) inside the activity, once per retry."""
+    server.fail_next(3, 503, retry_after_s=3.0)
+    with pytest.raises(TransientError) as caught:
+        build(retries=2, max_wait_s=1.0).embed(["unavailable for a while"])
+    assert caught.value.code == "http_503"
+    assert caught.value.retry_after == pytest.approx(3.0)
+    assert server.requests == 1
 
 
 def test_a_retry_that_succeeds_is_counted(build: Build, server: EmbeddingsServer) -> None:
@@ -249,6 +270,21 @@ def test_a_400_is_a_permanent_rejection(build: Build, server: EmbeddingsServer) 
     assert server.requests == 1
 
 
+def test_a_missing_deployment_is_transient_not_the_documents_fault(build: Build, server: EmbeddingsServer) -> None:
+    """404 (Azure's DeploymentNotFound for a deployment made minutes ago, or a base URL without its /v1)
+    does not depend on the document: TransientError, so it is retried and then parked, never a failed file."""
+    with pytest.raises(TransientError) as caught:
+        build(kind="openai", endpoint=server.url, retries=0).embed(["where is the service"])
+    assert caught.value.code == "not_found"
+    assert [record.status for record in server.records] == [404]
+
+
+def test_a_base_url_with_a_trailing_slash_works(build: Build, server: EmbeddingsServer) -> None:
+    """A base URL ending "./v1/" reaches the same route as one ending "./v1"."""
+    assert len(build(kind="openai", endpoint=server.v1_url + "/").embed(["slash"]).vectors) == 1
+    assert server.records[0].route == "v1"
+
+
 def test_a_wrong_key_is_a_transient_auth_fault(build: Build, server: EmbeddingsServer) -> None:
     """401 is not the file's fault (keys rotate, roles propagate): transient, code auth, no key in the message."""
     with pytest.raises(TransientError) as caught:
@@ -267,6 +303,52 @@ def test_connect_refuses_an_unknown_kind_or_missing_credentials(tokenizer: Token
 
 
 # ------------------------------------------------------------------ quota
+
+
+def test_low_quotas_are_paced_at_their_share_not_rounded_down(build: Build) -> None:
+    """2 requests per minute is paced at 1.9 (95%), not truncated to 1 (50%)."""
+    limiter = build(tokens_per_minute=1_000, requests_per_minute=2).limiter
+    assert limiter is not None
+    assert limiter.requests_per_minute == pytest.approx(1.9)
+    assert limiter.tokens_per_minute == pytest.approx(950.0)
+
+
+def test_throttled_threads_retry_one_at_a_time_not_in_a_burst(build: Build, server: EmbeddingsServer) -> None:
+    """Threads refused in one quota window all get "retry at the window's end"; their retries still take
+    distinct limiter slots, so they do not land together and trip the service's per-period request limit."""
+    # Given a service allowing 300 tokens per 2-second minute and one request per 0.1-second period,
+    # and a client that believes in far more tokens (another process shares the deployment)
+    server.reset(tokens_per_minute=300, requests_per_minute=20, window_s=2.0, periods=20)
+    embedder = build(tokens_per_minute=100_000, requests_per_minute=10, minute_s=2.0, retries=2, max_wait_s=5.0)
+    text = "the quick brown fox jumps over the lazy dog " * 11  # about 100 tokens
+    failures: list[Exception] = []
+
+    def work() -> None:
+        try:
+            embedder.embed([text])
+        except TransientError as error:
+            failures.append(error)
+
+    # When six threads embed at once: three fit the first window, three are told to wait for the next
+    threads = [threading.Thread(target=work) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    # Then only the token quota refused anything; no retry collided with another in a request period
+    outcomes = [record.outcome for record in server.records]
+    assert outcomes.count("tokens") >= 1
+    assert outcomes.count("requests") == 0
+    assert failures == []
+
+
+def test_tokens_count_in_the_window_that_admitted_them(build: Build, server: EmbeddingsServer) -> None:
+    """The server's per-window figures (the bench's "% of quota") put a request in the window whose quota
+    counted it, not in the one its slow answer left in."""
+    server.reset(tokens_per_minute=1_000_000, window_s=1.0)
+    server.slow_next(1, 1.2)
+    result = build().embed(["counted at once, answered a window later"])
+    assert server.tokens_by_window() == [result.prompt_tokens]
 
 
 def test_threads_sharing_one_limiter_stay_within_the_quota(build: Build, server: EmbeddingsServer) -> None:

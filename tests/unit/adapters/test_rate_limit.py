@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 
 import pytest
 
@@ -16,6 +17,7 @@ class FakeTime:
     def __init__(self, *, sleeping_moves_time: bool = True) -> None:
         self.now = 1000.0
         self.sleeps: list[float] = []
+        self.during_next_sleep: Callable[[], None] | None = None  # runs once, as a sleep begins
         self._moves = sleeping_moves_time
         self._lock = threading.Lock()
 
@@ -23,6 +25,9 @@ class FakeTime:
         return self.now
 
     def sleep(self, seconds: float) -> None:
+        hook, self.during_next_sleep = self.during_next_sleep, None
+        if hook is not None:
+            hook()
         with self._lock:
             self.sleeps.append(seconds)
             if self._moves:
@@ -32,7 +37,7 @@ class FakeTime:
         self.now += seconds
 
 
-def limiter(time: FakeTime, tpm: int = 6000, rpm: int = 6000, **options: float) -> RateLimiter:
+def limiter(time: FakeTime, tpm: float = 6000, rpm: float = 6000, **options: float) -> RateLimiter:
     """A limiter on fake time; 6,000 tokens per minute is 100 tokens per second."""
     return RateLimiter(tpm, rpm, clock=time.clock, sleep=time.sleep, **options)
 
@@ -139,6 +144,27 @@ def test_penalties_never_shorten_a_pause() -> None:
     paced.penalize(10.0)
     paced.penalize(2.0)
     assert paced.paused_for() == pytest.approx(10.0)
+
+
+def test_a_429_while_a_caller_sleeps_holds_that_caller_too() -> None:
+    """A caller whose slot was reserved before a 429 does not go inside the pause: it queues after it."""
+    time = FakeTime()
+    paced = limiter(time)
+    paced.acquire(100)  # goes at once; the next slot is at +1 s
+    time.during_next_sleep = lambda: paced.penalize(5.0)  # another thread's request is throttled meanwhile
+    paced.acquire(100)
+    assert time.now >= 1005.0  # never inside the pause that began while it slept
+    assert paced.paused_for() == 0.0
+
+
+def test_fractional_quotas_are_kept() -> None:
+    """1.9 requests per minute is not rounded down to 1: slots come every 60/1.9 s."""
+    time = FakeTime()
+    paced = limiter(time, rpm=1.9, max_wait_s=60.0)
+    paced.acquire(1)
+    paced.acquire(1)
+    assert paced.requests_per_minute == pytest.approx(1.9)
+    assert time.sleeps == pytest.approx([60 / 1.9])
 
 
 def test_requests_reserved_during_a_pause_are_charged_at_its_end() -> None:
