@@ -16,11 +16,15 @@ from typing import Any
 from ingestion.adapters.azure_artifacts import AzureArtifactStore
 from ingestion.adapters.azure_blob import AzureBlobSource, connect_container
 from ingestion.adapters.azure_search import AzureSearchIndex, check_index, connect_search
-from ingestion.adapters.cosmos_jobs import CosmosJobStore, connect_jobs
+from ingestion.adapters.cosmos_jobs import open_job_store
 from ingestion.adapters.openai_embedder import connect_embedder
 from ingestion.config import EmbeddingSettings, Settings
 from ingestion.ports import ArtifactStore, BlobSource, Embedder, JobStore, SearchIndex
 from ingestion.tokens import Tokenizer
+
+# What the OpenAI embedding models (text-embedding-3-*, ada-002) count tokens in: the embedder's
+# limits (8,191 per input, 300k per request, the TPM quota) are in these tokens.
+_EMBEDDING_ENCODING = "cl100k_base"
 
 
 @dataclass(frozen=True)
@@ -68,17 +72,15 @@ def azure_adapters(settings: Settings) -> AzureAdapters:
         )
 
     uploads, artifacts = container(settings.container, "blob"), container(azure.artifacts_container, "artifacts")
-    jobs = CosmosJobStore(
-        connect_jobs(
-            endpoint=azure.cosmos_endpoint,
-            database=azure.cosmos_database,
-            container=azure.cosmos_container,
-            key=azure.cosmos_key or None,
-            credential=None if azure.cosmos_key else credential(),
-            retries=retries,
-            timeout_s=timeout_s,
-            endpoint_discovery=azure.cosmos_endpoint_discovery,
-        )
+    jobs = open_job_store(
+        endpoint=azure.cosmos_endpoint,
+        database=azure.cosmos_database,
+        container=azure.cosmos_container,
+        key=azure.cosmos_key or None,
+        credential=None if azure.cosmos_key else credential(),
+        retries=retries,
+        timeout_s=timeout_s,
+        endpoint_discovery=azure.cosmos_endpoint_discovery,
     )
     search_client, index_client = connect_search(
         endpoint=azure.search_endpoint,
@@ -100,7 +102,7 @@ def azure_adapters(settings: Settings) -> AzureAdapters:
             dimensions=settings.embedding.dimensions,
             semantic_configuration=azure.semantic_configuration or None,
         ),
-        closers=(uploads.close, artifacts.close, search_client.close, credential.close),
+        closers=(uploads.close, artifacts.close, jobs.close, search_client.close, credential.close),
     )
 
 
@@ -108,6 +110,8 @@ def openai_embedder(settings: Settings, tokenizer: Tokenizer) -> tuple[Embedder,
     """The Azure OpenAI (or OpenAI-compatible) embedder, paced to the deployment's quota, and its closers."""
     embedding: EmbeddingSettings = settings.embedding
     credential = _Credential()
+    if tokenizer.name != _EMBEDDING_ENCODING:  # chunks may be sized in another encoding
+        tokenizer = Tokenizer(_EMBEDDING_ENCODING, settings.tiktoken_cache_dir)
     embedder = connect_embedder(
         kind=embedding.kind,
         endpoint=embedding.endpoint,
