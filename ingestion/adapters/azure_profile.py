@@ -15,7 +15,7 @@ from typing import Any
 
 from ingestion.adapters.azure_artifacts import AzureArtifactStore
 from ingestion.adapters.azure_blob import AzureBlobSource, connect_container
-from ingestion.adapters.azure_search import AzureSearchIndex, check_index, connect_search
+from ingestion.adapters.azure_search import AzureSearchIndex, check_index, connect_search, ensure_index
 from ingestion.adapters.cosmos_jobs import open_job_store
 from ingestion.adapters.openai_embedder import connect_embedder
 from ingestion.config import EmbeddingSettings, Settings
@@ -49,6 +49,10 @@ class _Credential:
             self._credential = DefaultAzureCredential()
         return self._credential
 
+    def unless(self, secret: str) -> Any:
+        """``None`` when a key or connection string is configured (it wins), else the credential."""
+        return None if secret else self()
+
     def close(self) -> None:
         if self._credential is not None:
             self._credential.close()
@@ -65,7 +69,7 @@ def azure_adapters(settings: Settings) -> AzureAdapters:
             container=name,
             connection_string=azure.storage_connection_string or None,
             account_url=azure.storage_account_url or None,
-            credential=None if azure.storage_connection_string else credential(),
+            credential=credential.unless(azure.storage_connection_string),
             retries=retries,
             timeout_s=timeout_s,
             service=service,
@@ -77,19 +81,12 @@ def azure_adapters(settings: Settings) -> AzureAdapters:
         database=azure.cosmos_database,
         container=azure.cosmos_container,
         key=azure.cosmos_key or None,
-        credential=None if azure.cosmos_key else credential(),
+        credential=credential.unless(azure.cosmos_key),
         retries=retries,
         timeout_s=timeout_s,
         endpoint_discovery=azure.cosmos_endpoint_discovery,
     )
-    search_client, index_client = connect_search(
-        endpoint=azure.search_endpoint,
-        index=azure.search_index,
-        key=azure.search_key or None,
-        credential=None if azure.search_key else credential(),
-        retries=retries,
-        timeout_s=timeout_s,
-    )
+    search_client, index_client = _search_clients(settings, credential)
     index_client.close()  # the app only reads and writes documents; the schema is a deploy step
     jobs.check()
     check_index(search_client)
@@ -119,7 +116,7 @@ def openai_embedder(settings: Settings, tokenizer: Tokenizer) -> tuple[Embedder,
         dimensions=embedding.dimensions,
         tokenizer=tokenizer,
         api_key=embedding.api_key or None,
-        credential=None if embedding.api_key else credential(),
+        credential=credential.unless(embedding.api_key),
         api_version=embedding.api_version,
         tokens_per_minute=embedding.tokens_per_minute,
         requests_per_minute=embedding.requests_per_minute,
@@ -131,18 +128,9 @@ def openai_embedder(settings: Settings, tokenizer: Tokenizer) -> tuple[Embedder,
 
 def ensure_search_index(settings: Settings) -> str:
     """Create or update the index schema (the deploy step); "created", "updated" or "unchanged"."""
-    from ingestion.adapters.azure_search import ensure_index  # noqa: PLC0415 -- keeps the app's import light
-
     azure = settings.azure
     credential = _Credential()
-    search_client, index_client = connect_search(
-        endpoint=azure.search_endpoint,
-        index=azure.search_index,
-        key=azure.search_key or None,
-        credential=None if azure.search_key else credential(),
-        retries=azure.sdk_retries,
-        timeout_s=azure.sdk_timeout_s,
-    )
+    search_client, index_client = _search_clients(settings, credential)
     try:
         return ensure_index(
             index_client, azure.search_index, settings.embedding.dimensions, azure.semantic_configuration or None
@@ -151,3 +139,15 @@ def ensure_search_index(settings: Settings) -> str:
         search_client.close()
         index_client.close()
         credential.close()
+
+
+def _search_clients(settings: Settings, credential: _Credential) -> tuple[Any, Any]:
+    azure = settings.azure
+    return connect_search(
+        endpoint=azure.search_endpoint,
+        index=azure.search_index,
+        key=azure.search_key or None,
+        credential=credential.unless(azure.search_key),
+        retries=azure.sdk_retries,
+        timeout_s=azure.sdk_timeout_s,
+    )

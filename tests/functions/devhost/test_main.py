@@ -17,6 +17,7 @@ from ingestion.devhost.host import Host
 from tests.conftest import REPO
 from tests.functions.devhost import sample_app
 from tests.functions.devhost.conftest import call
+from tests.unit.test_errors_config import AZURE
 
 APP = """
 import azure.functions as func
@@ -82,14 +83,7 @@ def test_cli_ingest_says_it_needs_the_embedded_profile(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """On the azure profile a local folder is not the container: ingest says so (exit 2) instead of ignoring it."""
-    for name, value in {
-        "INGEST_PROFILE": "azure",
-        "UploadsStorage__blobServiceUri": "https://acct.blob.core.windows.net",
-        "INGEST_COSMOS_ENDPOINT": "https://acct.documents.azure.com:443/",
-        "INGEST_SEARCH_ENDPOINT": "https://srch.search.windows.net",
-        "INGEST_EMBEDDER": "azure_openai",
-        "INGEST_OPENAI_ENDPOINT": "https://aoai.openai.azure.com",
-    }.items():
+    for name, value in AZURE.items():
         monkeypatch.setenv(name, value)
     with pytest.raises(SystemExit) as exited:
         cli.main(["ingest", str(tmp_path)])
