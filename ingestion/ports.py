@@ -25,6 +25,14 @@ class BlobInfo:
     version: DocumentVersion
 
 
+@dataclass(frozen=True)
+class BlobPage:
+    """One page of a blob listing and the opaque token that continues it (``None`` at the end)."""
+
+    blobs: list[BlobInfo]
+    continuation: str | None
+
+
 class BlobSource(Protocol):
     """Where users' files live (the ``uploads`` container, or a local folder)."""
 
@@ -33,6 +41,11 @@ class BlobSource(Protocol):
 
     def list(self, prefix: str = "") -> Iterator[BlobInfo]:
         """Every blob under ``prefix``, in name order, fetched page by page."""
+        ...
+
+    def page(self, continuation: str | None = None, limit: int = 1000) -> BlobPage:
+        """One page of every blob, in name order: at most ``limit`` blobs from where ``continuation``
+        (a token from the previous page) left off. The reconciler resumes a listing across runs."""
         ...
 
     def properties(self, path: str) -> BlobInfo:
@@ -75,6 +88,31 @@ class ArtifactStore(Protocol):
 
     def list(self, prefix: str = "") -> Iterator[str]:
         """Every key under ``prefix``, in order."""
+        ...
+
+
+# --------------------------------------------------------------------------- dead letters
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    """A blob event that could not be delivered or handled (Event Grid's dead-letter container, or
+    the local host's poison file): the reconciler re-drives its file, then removes it."""
+
+    key: str  # what ``remove`` takes (one stored letter may hold several events)
+    event_type: str  # Microsoft.Storage.BlobCreated / BlobDeleted
+    subject: str  # /blobServices/default/containers/<c>/blobs/<path>
+    reason: str
+    attempts: int
+
+
+class DeadLetters(Protocol):
+    def list(self, limit: int = 100) -> list[DeadLetter]:
+        """Up to ``limit`` letters, oldest first (all events of a stored letter together)."""
+        ...
+
+    def remove(self, keys: Iterable[str]) -> None:
+        """Forget the letters stored under ``keys`` (handled); a missing key is fine."""
         ...
 
 
@@ -171,6 +209,16 @@ class SearchHit:
     score: float
 
 
+@dataclass(frozen=True)
+class IndexedChunk:
+    """A chunk as a full listing of the index reports it (what the reconciler compares)."""
+
+    id: str
+    doc_id: str
+    version: str
+    path: str
+
+
 class SearchIndex(Protocol):
     """The chunk index that the chatbot searches."""
 
@@ -188,6 +236,11 @@ class SearchIndex(Protocol):
         ...
 
     def count_for_doc(self, doc_id: str) -> int: ...
+
+    def chunks(self, after: str | None = None, limit: int = 1000) -> list[IndexedChunk]:
+        """One page of the whole index: up to ``limit`` chunks with ids greater than ``after``, in id
+        order (an empty page at the end). Pages by id, never by offset (``$skip`` stops at 100,000)."""
+        ...
 
     def search(self, query: SearchQuery) -> list[SearchHit]: ...
 

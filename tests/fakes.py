@@ -22,12 +22,26 @@ from ingestion.adapters.local_artifacts import validate_key, validate_prefix
 from ingestion.adapters.sqlite_index import key_problem, record_problem
 from ingestion.errors import ConcurrencyError, PermanentError, ReasonCode, Superseded
 from ingestion.model import DocumentVersion, IndexRecord, Job, JobStatus, from_iso
-from ingestion.ports import BlobInfo, Embedder, Embeddings, IndexResult, JobPage, SearchHit, SearchMode, SearchQuery
+from ingestion.ports import (
+    BlobInfo,
+    BlobPage,
+    Embedder,
+    Embeddings,
+    IndexedChunk,
+    IndexResult,
+    JobPage,
+    SearchHit,
+    SearchMode,
+    SearchQuery,
+)
 
 _RRF_K = 60
 
 
 # --------------------------------------------------------------------------- blobs
+
+
+_Blobs = list[BlobInfo]  # a module-level name: in the class, ``list`` is the method
 
 
 class InMemoryBlobSource:
@@ -67,10 +81,16 @@ class InMemoryBlobSource:
             self._failures.extend([(error, after_chunks)] * n)
 
     def list(self, prefix: str = "") -> Iterator[BlobInfo]:
-        with self._lock:
-            found = sorted((path, version) for path, (_, version) in self._blobs.items() if path.startswith(prefix))
-        for path, version in found:
-            yield BlobInfo(path, version)
+        return iter(self._sorted(prefix))
+
+    def page(self, continuation: str | None = None, limit: int = 1000) -> BlobPage:
+        """A page of ``limit`` blobs after the name ``continuation`` (the last one of the page before)."""
+        if limit <= 0:
+            raise ValueError("limit must be positive")
+        found = self._sorted("", after=continuation)
+        if len(found) <= limit:
+            return BlobPage(found, None)
+        return BlobPage(found[:limit], found[limit - 1].path)
 
     def properties(self, path: str) -> BlobInfo:
         with self._lock:
@@ -86,6 +106,18 @@ class InMemoryBlobSource:
         if version.etag != etag:
             raise Superseded(f"{path}: version {etag} replaced by {version.etag}")
         return self._stream(path, data, etag, chunk_size, failure)
+
+    def _sorted(self, prefix: str, after: str | None = None) -> _Blobs:
+        """A snapshot of the blobs under ``prefix`` named after ``after``, in name order."""
+        with self._lock:
+            return sorted(
+                (
+                    BlobInfo(path, version)
+                    for path, (_, version) in self._blobs.items()
+                    if path.startswith(prefix) and (after is None or path > after)
+                ),
+                key=lambda info: info.path,
+            )
 
     def _get(self, path: str) -> tuple[bytes, DocumentVersion]:
         if path not in self._blobs:
@@ -269,7 +301,7 @@ class InMemorySearchIndex:
             self._key_failures.append(_KeyFailure(status_code, matches, times))
 
     def fail_next_request(self, error: BaseException, times: int = 1) -> None:
-        """Make the next ``times`` calls (upsert, delete, ids_for_doc, count_for_doc, search) raise."""
+        """Make the next ``times`` calls (upsert, delete, ids_for_doc, count_for_doc, chunks, search) raise."""
         with self._lock:
             self._request_failures.extend([error] * times)
 
@@ -309,6 +341,14 @@ class InMemorySearchIndex:
 
     def count_for_doc(self, doc_id: str) -> int:
         return len(list(self.ids_for_doc(doc_id)))
+
+    def chunks(self, after: str | None = None, limit: int = 1000) -> list[IndexedChunk]:
+        if limit <= 0:
+            raise ValueError(f"limit must be positive, not {limit}")
+        with self._lock:
+            self._maybe_fail()
+            page = sorted((r for r in self._records.values() if after is None or r.id > after), key=lambda r: r.id)
+        return [IndexedChunk(r.id, r.chunk.doc_id, r.chunk.version, r.path) for r in page[:limit]]
 
     def search(self, query: SearchQuery) -> list[SearchHit]:
         with self._lock:

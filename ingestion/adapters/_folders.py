@@ -32,13 +32,16 @@ def classify_os_error(error: OSError, subject: str) -> IngestionError:
     return TransientError(f"{subject}: errno {error.errno} {code} ({error.strerror})", code=f"os_{code.lower()}")
 
 
-def walk_files(root: Path, prefix: str = "") -> Iterator[tuple[str, os.DirEntry[str]]]:
-    """Every non-directory entry under ``root`` whose name starts with ``prefix``, in name order.
+def walk_files(root: Path, prefix: str = "", after: str | None = None) -> Iterator[tuple[str, os.DirEntry[str]]]:
+    """Every non-directory entry under ``root`` whose name starts with ``prefix`` (and sorts after
+    ``after``, when given: a page of a listing resumes there), in name order.
 
     Names are relative paths with "/" separators. Sorting each directory by ``name`` for files and
     ``name + "/"`` for directories makes a depth-first walk yield names in global string order (so
     "a-b" comes before "a/c", as in a blob listing), lazily. Directories that cannot hold a match
     are never opened; symlinks are returned as entries, never followed (no loops, no escapes).
+    Nor are directories whose every name sorts before ``after`` ("d/" below ``after`` without being
+    its prefix), so a resumed listing costs the directories on the way to ``after``, not all before.
     """
 
     def visit(directory: str, base: str) -> Iterator[tuple[str, os.DirEntry[str]]]:
@@ -53,6 +56,8 @@ def walk_files(root: Path, prefix: str = "") -> Iterator[tuple[str, os.DirEntry[
         for entry in entries:
             is_dir = entry.is_dir(follow_symlinks=False)
             name = f"{base}{entry.name}/" if is_dir else base + entry.name
+            if after is not None and name <= after and not (is_dir and after.startswith(name)):
+                continue  # before the resume point: listed on an earlier page
             if name.startswith(prefix) or (is_dir and prefix.startswith(name)):
                 keyed.append((name, is_dir, entry))
         keyed.sort(key=lambda item: item[0])

@@ -21,11 +21,12 @@ from __future__ import annotations
 import random
 from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from azure.core import MatchConditions
 from azure.core.credentials import TokenCredential
 from azure.core.exceptions import AzureError, HttpResponseError, ResourceModifiedError, ResourceNotFoundError
+from azure.core.paging import PageIterator
 from azure.core.pipeline import PipelineRequest, PipelineResponse
 from azure.storage.blob import BlobProperties, BlobServiceClient, ContainerClient, ExponentialRetry
 from azure.storage.blob import StorageStreamDownloader as Download
@@ -33,7 +34,7 @@ from azure.storage.blob import StorageStreamDownloader as Download
 from ingestion.adapters.azure_errors import classify, sdk_retry_kwargs, translated
 from ingestion.errors import IngestionError, PermanentError, ReasonCode, Superseded, TransientError
 from ingestion.model import DocumentVersion
-from ingestion.ports import BlobInfo
+from ingestion.ports import BlobInfo, BlobPage
 from ingestion.retry import SDK_RETRIES, RetryCounts
 
 T = TypeVar("T")
@@ -162,16 +163,14 @@ class AzureBlobSource:
         return str(self._client.container_name)
 
     def list(self, prefix: str = "") -> Iterator[BlobInfo]:
-        what = f"list {self.container}/{prefix}*"
-        pages = self._client.list_blobs(
-            name_starts_with=prefix or None, include=["metadata"], results_per_page=self._page_size
-        ).by_page()
-        for page in guarded(pages, lambda error: storage_error(error, what)):
-            with translated(what):
-                blobs = list(page)  # already fetched; the items are parsed from the page's response
-            for blob in blobs:
-                if not is_directory(blob):
-                    yield blob_info(blob)
+        for page in self._pages(prefix, None, self._page_size):
+            yield from page.blobs
+
+    def page(self, continuation: str | None = None, limit: int = 1000) -> BlobPage:
+        if limit <= 0:
+            raise ValueError("limit must be positive")
+        # The first page of a listing always exists (an empty container gives an empty one, no token).
+        return next(self._pages("", continuation, limit))
 
     def properties(self, path: str) -> BlobInfo:
         what = f"properties of {self.container}/{path}"
@@ -198,6 +197,27 @@ class AzureBlobSource:
         return self._stream(download, path, etag, chunk_size)
 
     # ------------------------------------------------------------------ internals
+
+    def _pages(self, prefix: str, continuation: str | None, size: int) -> Iterator[BlobPage]:
+        """The listing from ``continuation`` on, one service page (at most ``size`` blobs) at a time.
+
+        The token is the service's ``NextMarker``: it names where the next page starts, not a cursor
+        held by the service, so it stays valid for as long as it is kept, whatever was created or
+        deleted meanwhile. The service returns at most 5000 blobs a page (a larger ``size`` gets
+        5000), and may return fewer, even none, with a marker: only a ``None`` token ends the listing.
+        """
+        what = f"list {self.container}/{prefix}*"
+        # by_page() returns the SDK's BlobPropertiesPaged, a PageIterator: it holds the next marker.
+        pages = cast(
+            "PageIterator[BlobProperties]",
+            self._client.list_blobs(
+                name_starts_with=prefix or None, include=["metadata"], results_per_page=size
+            ).by_page(continuation_token=continuation),
+        )
+        for page in guarded(pages, lambda error: storage_error(error, what)):
+            with translated(what):
+                blobs = list(page)  # already fetched; the items are parsed from the page's response
+            yield BlobPage([blob_info(blob) for blob in blobs if not is_directory(blob)], pages.continuation_token)
 
     def _refused(self, error: Exception, path: str, etag: str) -> IngestionError:
         """The first request failed: a 412 means another version, or (Azurite) no blob at all."""

@@ -12,7 +12,8 @@ keeps batches under the service's limits (1,000 documents, ~8 MB of 16 MB), so a
 or the size estimate is wrong and resending the same records can only fail again: it is a
 ``PermanentError(INDEX_REJECTED)`` whose message names the size, raised on the first response.
 
-Reads: per-document listings page by ``id gt '<last>'`` ordered by id (``$skip`` stops at 100,000);
+Reads: per-document listings and the whole-index listing (``chunks``) page by ``id gt '<last>'``
+ordered by id (``$skip`` stops at 100,000);
 counts are exact (filter, ``count``, ``top=0``). Hybrid search sends the query's words (whole as the
 service's analyzer sees them, punctuation escaped, so no operator is interpreted) and a vector
 query, and the service fuses the two lists with Reciprocal Rank Fusion, like the embedded index.
@@ -37,7 +38,7 @@ from ingestion.adapters.azure_search_schema import VECTOR_FIELD, check_index, en
 from ingestion.adapters.sqlite_index import key_problem, record_problem
 from ingestion.errors import ReasonCode, TransientError
 from ingestion.model import IndexRecord, to_iso
-from ingestion.ports import IndexResult, SearchFilter, SearchHit, SearchMode, SearchQuery
+from ingestion.ports import IndexedChunk, IndexResult, SearchFilter, SearchHit, SearchMode, SearchQuery
 
 __all__ = [
     "AzureSearchIndex",
@@ -55,6 +56,7 @@ PAGE_SIZE = 1000  # ids per listing request (the service returns at most 1,000 p
 HYBRID_DEPTH = 50  # nearest neighbours fused with the keyword list; the embedded index fuses 50 deep too
 _MAX_QUERY_TERMS = 64
 _HIT_FIELDS = ["id", "doc_id", "path", "title", "content", "ordinal", "page_start", "page_end", "headings", "version"]
+_LISTING_FIELDS = ("id", "doc_id", "version", "path")
 _IN_DELIMITERS = "|,;~^"  # search.in splits on any character of its third argument
 
 
@@ -171,6 +173,19 @@ class AzureSearchIndex:
         if count is None:
             raise TransientError(f"counting the chunks of {doc_id}: the service returned no count")
         return int(count)
+
+    def chunks(self, after: str | None = None, limit: int = 1000) -> list[IndexedChunk]:
+        if not 1 <= limit <= PAGE_SIZE:
+            # One page is one response: the service answers at most 1,000 documents per request.
+            raise ValueError(f"limit must be between 1 and {PAGE_SIZE}, not {limit}")
+        where = None if after is None else f"id gt {odata_string(after)}"
+        with translated("listing the index", rejected=ReasonCode.INDEX_REJECTED):
+            pager = self._client.search(
+                search_text=None, filter=where, order_by=["id asc"], select=list(_LISTING_FIELDS), top=limit
+            )
+            return [
+                IndexedChunk(str(row["id"]), str(row["doc_id"]), str(row["version"]), str(row["path"])) for row in pager
+            ]
 
     def search(self, query: SearchQuery) -> list[SearchHit]:
         if query.mode is SearchMode.VECTOR and query.vector is None:

@@ -4,11 +4,19 @@ A blob's name is its path relative to the root, with "/" separators. Every name 
 the file system is touched, and resolved (symlinks included) to prove it stays inside the root: a
 name never reads or writes anything outside it. The ETag is derived from what changes when a file
 is rewritten (mtime in ns, size, inode), so an overwrite, in place or by rename, changes it.
+
+A page's continuation token is the last name it returned (see ``_token_of``); the next page is the
+walk's names after it, so a token stays valid whatever is created or deleted meanwhile. The walk
+still opens the directories before the token (``walk_files`` knows no lower bound): a page costs a
+walk up to its end, which is fine for a folder on one machine.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
+import itertools
 import logging
 import os
 import stat
@@ -19,7 +27,7 @@ from pathlib import Path
 from ingestion.adapters._folders import classify_os_error, walk_files, write_atomically
 from ingestion.errors import PermanentError, ReasonCode, Superseded, TransientError
 from ingestion.model import DocumentVersion
-from ingestion.ports import BlobInfo
+from ingestion.ports import BlobInfo, BlobPage
 
 log = logging.getLogger(__name__)
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -45,22 +53,18 @@ class FolderBlobSource:
     # ------------------------------------------------------------------ the port
 
     def list(self, prefix: str = "") -> Iterator[BlobInfo]:
-        for name, entry in walk_files(self._root, prefix):
-            try:
-                if entry.is_symlink() and not self._inside(Path(os.path.realpath(entry.path))):
-                    continue  # a link leading out of the root is not one of our blobs
-                info = os.stat(entry.path)
-            except (FileNotFoundError, NotADirectoryError):
-                continue  # deleted (or a dangling link) while we listed: not a blob any more
-            except OSError as error:
-                problem = classify_os_error(error, name)
-                if isinstance(problem, TransientError):
-                    raise problem from error  # an incomplete listing must not pass for a complete one
-                # A link looping onto itself, a name too long to stat: no content, nothing to ingest.
-                log.warning("not a blob: %s", problem.message)
-                continue
-            if stat.S_ISREG(info.st_mode):
-                yield BlobInfo(name, _version(info))
+        return self._blobs(prefix)
+
+    def page(self, continuation: str | None = None, limit: int = 1000) -> BlobPage:
+        if limit <= 0:
+            raise ValueError("limit must be positive")
+        after = None if continuation is None else _name_of(continuation)
+        # One blob more than asked for tells whether another page exists: the last page says so
+        # itself (token None) instead of sending the caller back for an empty one.
+        found = list(itertools.islice(self._blobs("", after), limit + 1))
+        if len(found) <= limit:
+            return BlobPage(found, None)
+        return BlobPage(found[:limit], _token_of(found[limit - 1].path))
 
     def properties(self, path: str) -> BlobInfo:
         return BlobInfo(path, _version(self._stat_regular(self._resolve(path), path)))
@@ -95,6 +99,25 @@ class FolderBlobSource:
         return True
 
     # ------------------------------------------------------------------ internals
+
+    def _blobs(self, prefix: str, after: str | None = None) -> Iterator[BlobInfo]:
+        """Every blob under ``prefix`` whose name sorts after ``after``, in name order."""
+        for name, entry in walk_files(self._root, prefix, after):
+            try:
+                if entry.is_symlink() and not self._inside(Path(os.path.realpath(entry.path))):
+                    continue  # a link leading out of the root is not one of our blobs
+                info = os.stat(entry.path)
+            except (FileNotFoundError, NotADirectoryError):
+                continue  # deleted (or a dangling link) while we listed: not a blob any more
+            except OSError as error:
+                problem = classify_os_error(error, name)
+                if isinstance(problem, TransientError):
+                    raise problem from error  # an incomplete listing must not pass for a complete one
+                # A link looping onto itself, a name too long to stat: no content, nothing to ingest.
+                log.warning("not a blob: %s", problem.message)
+                continue
+            if stat.S_ISREG(info.st_mode):
+                yield BlobInfo(name, _version(info))
 
     def _inside(self, real: Path) -> bool:
         return real.is_relative_to(self._root)
@@ -175,6 +198,28 @@ def _is_unicode(name: str) -> bool:
     except UnicodeEncodeError:
         return False
     return True
+
+
+def _token_of(name: str) -> str:
+    """The continuation token after blob ``name``: the name itself, or, for a name that is not valid
+    Unicode (an undecodable file name, surrogate-escaped), its bytes in base64 after a "/" (no blob
+    name starts with one). Either way a token can be stored as text anywhere (JSON, a database)."""
+    if _is_unicode(name):
+        return name
+    return "/" + base64.urlsafe_b64encode(os.fsencode(name)).decode("ascii")
+
+
+def _name_of(token: str) -> str:
+    """The name a continuation token was made from (``ValueError`` for a string no page returned)."""
+    if not token.startswith("/"):
+        return token
+    try:
+        raw = base64.b64decode(token[1:].encode("ascii"), altchars=b"-_", validate=True)
+    except (UnicodeEncodeError, binascii.Error):
+        raw = b""
+    if not raw:
+        raise ValueError(f"not a continuation token of a folder: {token!r}")
+    return os.fsdecode(raw)
 
 
 def _etag(info: os.stat_result) -> str:

@@ -23,7 +23,7 @@ import numpy.typing as npt
 
 from ingestion.adapters._sqlite import open_sqlite, sqlite_errors, transaction
 from ingestion.model import IndexRecord, to_iso
-from ingestion.ports import IndexResult, SearchFilter, SearchHit, SearchMode, SearchQuery
+from ingestion.ports import IndexedChunk, IndexResult, SearchFilter, SearchHit, SearchMode, SearchQuery
 
 RRF_K = 60  # Azure AI Search's constant for Reciprocal Rank Fusion
 _KEY = re.compile(r"[A-Za-z0-9_\-=]{1,1024}")  # Azure AI Search's document key rule
@@ -144,6 +144,16 @@ class SqliteSearchIndex:
         with self._lock, sqlite_errors(doc_id):
             (count,) = self._db.execute("SELECT count(*) FROM chunks WHERE doc_id = ?", (doc_id,)).fetchone()
         return int(count)
+
+    def chunks(self, after: str | None = None, limit: int = 1000) -> list[IndexedChunk]:
+        if limit <= 0:
+            raise ValueError(f"limit must be positive, not {limit}")
+        # Every key is non-empty, so "" stands for "from the start"; the UNIQUE index on id serves the query.
+        with self._lock, sqlite_errors("index listing"):
+            rows = self._db.execute(
+                "SELECT id, doc_id, version, path FROM chunks WHERE id > ? ORDER BY id LIMIT ?", (after or "", limit)
+            ).fetchall()
+        return [IndexedChunk(str(key), str(doc_id), str(version), str(path)) for key, doc_id, version, path in rows]
 
     def search(self, query: SearchQuery) -> list[SearchHit]:
         if query.top <= 0:

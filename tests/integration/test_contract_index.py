@@ -1,12 +1,14 @@
-"""SearchIndex contract: per-record upsert results, exact per-document listings, search and filters."""
+"""SearchIndex contract: per-record upsert results, exact listings (per document and paged), search and filters."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
 
-from ingestion.ports import SearchFilter, SearchIndex, SearchMode, SearchQuery
+from ingestion.model import IndexRecord
+from ingestion.ports import IndexedChunk, SearchFilter, SearchIndex, SearchMode, SearchQuery
 from tests.integration.builders import DIMENSIONS, axis, blend, make_record
 
 
@@ -95,6 +97,88 @@ def test_ids_for_doc_and_count_for_doc_are_exact(index: SearchIndex) -> None:
     assert index.count_for_doc("doc2") == 3
     assert list(index.ids_for_doc("doc3")) == []
     assert index.count_for_doc("doc3") == 0
+
+
+def listed(record: IndexRecord) -> IndexedChunk:
+    """What a full listing should report for ``record``."""
+    return IndexedChunk(record.id, record.chunk.doc_id, record.chunk.version, record.path)
+
+
+def test_chunks_of_an_empty_index_is_an_empty_page(index: SearchIndex) -> None:
+    """Listing an empty index gives an empty page, from the start or after any id."""
+    assert index.chunks() == []
+    assert index.chunks("0" * 32, limit=5) == []
+
+
+def test_chunks_pages_cover_every_chunk_once_in_id_order(index: SearchIndex) -> None:
+    """Pages of 3 over 10 chunks of 3 documents list each chunk once, in id order, then an empty page."""
+    records = [
+        # The path comes from the record, not from the document id (a renamed blob keeps its doc_id).
+        dataclasses.replace(make_record(doc_id, n, f"{doc_id} part {n}", version=f"v-{doc_id}"), path=f"p/{doc_id}/{n}")
+        for doc_id, count in (("doc1", 4), ("doc2", 3), ("doc3", 3))
+        for n in range(count)
+    ]
+    index.upsert(records)
+    pages: list[list[IndexedChunk]] = []
+    after: str | None = None
+    while page := index.chunks(after, limit=3):
+        pages.append(page)
+        after = page[-1].id
+    assert [len(page) for page in pages] == [3, 3, 3, 1]
+    assert [chunk for page in pages for chunk in page] == sorted(map(listed, records), key=lambda c: c.id)
+    assert index.chunks(after, limit=3) == []
+    assert index.chunks(limit=1000) == sorted(map(listed, records), key=lambda c: c.id)
+
+
+def test_chunks_after_the_last_id_is_empty(index: SearchIndex) -> None:
+    """``after`` at or past the greatest id gives an empty page."""
+    records = [make_record("doc1", n, f"text {n}") for n in range(3)]
+    index.upsert(records)
+    last = max(record.id for record in records)
+    assert index.chunks(last) == []
+    assert index.chunks(last + "0") == []
+    assert index.chunks("g") == []  # past every hex id
+
+
+@pytest.mark.parametrize("limit", [0, -1])
+def test_chunks_refuses_a_limit_below_one(index: SearchIndex, limit: int) -> None:
+    """A page must hold at least one chunk: limit <= 0 is a caller error."""
+    with pytest.raises(ValueError, match="limit"):
+        index.chunks(limit=limit)
+
+
+def test_chunks_accepts_a_full_page_and_azure_refuses_more(index: SearchIndex, request: pytest.FixtureRequest) -> None:
+    """1,000 per page works everywhere; Azure refuses more, since the service answers at most 1,000 per response."""
+    assert index.chunks(limit=1000) == []
+    if request.node.callspec.params["index"] == "azure":
+        with pytest.raises(ValueError, match="limit"):
+            index.chunks(limit=1001)
+
+
+def near_pair() -> tuple[IndexRecord, IndexRecord]:
+    """Two records of one document whose ids share their first three characters (found deterministically)."""
+    seen: dict[str, IndexRecord] = {}
+    for n in range(5000):
+        record = make_record("near", n, f"near text {n}")
+        if (other := seen.setdefault(record.id[:3], record)) is not record:
+            first, second = sorted((other, record), key=lambda r: r.id)
+            return first, second
+    raise AssertionError("no two ids share a prefix")  # pragma: no cover - 5,000 ids over 4,096 prefixes
+
+
+def test_chunks_compares_ids_exactly_at_close_boundaries(index: SearchIndex) -> None:
+    """Ids sharing a prefix page exactly: a prefix sorts before the id, the id itself is excluded."""
+    first, second = near_pair()
+    index.upsert([first, second])
+    prefix = first.id[:3]
+    assert [c.id for c in index.chunks(prefix)] == [first.id, second.id]
+    assert [c.id for c in index.chunks(first.id[:-1])] == [first.id, second.id]
+    assert [c.id for c in index.chunks(first.id)] == [second.id]
+    assert [c.id for c in index.chunks(first.id + "0")] == [second.id]
+    assert [c.id for c in index.chunks(second.id[:-1])] == [second.id]  # they differ before the last character
+    assert index.chunks(second.id) == []
+    assert index.chunks(prefix, limit=1) == [listed(first)]
+    assert index.chunks("'" + prefix) == [listed(first), listed(second)]  # a quote in ``after`` is only text
 
 
 def library(index: SearchIndex) -> dict[str, str]:
