@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 
 from ingestion.chunking import Chunker
 from ingestion.config import Settings
-from ingestion.ports import ArtifactStore, BlobSource, Embedder, JobStore, SearchIndex
+from ingestion.ports import ArtifactStore, BlobSource, DeadLetters, Embedder, JobStore, SearchIndex
 from ingestion.tokens import Tokenizer
 
 
@@ -29,6 +29,7 @@ class Services:
     clock: Callable[[], datetime] = field(default=utc_now)
     sleep: Callable[[float], None] = field(default=time.sleep)
     closers: tuple[Callable[[], None], ...] = ()  # what ``close`` releases (connections, files)
+    dead_letters: DeadLetters | None = None  # undeliverable blob events, when the profile has a store for them
 
     def close(self) -> None:
         for close in self.closers:

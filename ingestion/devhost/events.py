@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+from ingestion.adapters.local_dead_letters import locked
 from ingestion.triggers import BLOB_CREATED
 
 log = logging.getLogger(__name__)
@@ -224,7 +225,6 @@ class EventDispatcher:
             "event": event,
         }
         line = json.dumps(record, default=str) + "\n"  # ASCII: names may hold undecodable bytes
-        with self._poison_lock:
-            self._poison_path.parent.mkdir(parents=True, exist_ok=True)
-            with self._poison_path.open("a", encoding="utf-8") as file:
-                file.write(line)
+        # Under the file's lock: the reconciler rewrites this file once it re-drove the letters.
+        with self._poison_lock, locked(self._poison_path, "a") as file:
+            file.write(line)
