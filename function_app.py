@@ -20,9 +20,9 @@ import azure.durable_functions as df
 import azure.functions as func
 import azurefunctions.extensions.bindings.blob as blob_binding
 
-from ingestion import activities, triggers, workflow
+from ingestion import activities, reconcile_run, triggers, workflow
 from ingestion.api import health as health_report
-from ingestion.api import job_status, search
+from ingestion.api import job_status, report_payload, search
 from ingestion.bootstrap import shared_services as services
 
 app = df.DFApp(http_auth_level=func.AuthLevel.FUNCTION)
@@ -70,6 +70,13 @@ def record_outcome(payload: dict[str, Any]) -> dict[str, Any]:
     return activities.record_outcome(services(), payload)
 
 
+@app.function_name("reconcile")
+@app.timer_trigger(arg_name="timer", schedule="%INGEST_RECONCILE_SCHEDULE%")
+@app.durable_client_input(client_name="client")
+async def reconcile(timer: func.TimerRequest, client: df.DurableOrchestrationClient) -> None:
+    await reconcile_run.reconcile(services(), reconcile_run.DurableOrchestrations(client))
+
+
 # ------------------------------------------------------------------ HTTP
 
 
@@ -92,6 +99,14 @@ def search_chunks(req: func.HttpRequest) -> func.HttpResponse:
         return _json({"error": 'expected JSON {"query": "...", "top": 5}'}, status=400)
     hits = search(services(), query, top=max(1, min(top, 50)))
     return _json({"results": [hit.__dict__ | {"headings": list(hit.headings)} for hit in hits]})
+
+
+@app.route(route="reconcile", methods=["POST"])
+@app.durable_client_input(client_name="client")
+async def reconcile_now(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
+    dry_run = req.params.get("dry_run", "").lower() in ("1", "true", "yes")
+    report = await reconcile_run.reconcile(services(), reconcile_run.DurableOrchestrations(client), dry_run=dry_run)
+    return _json(report_payload(report))
 
 
 @app.route(route="documents/{doc_id}", methods=["GET"])

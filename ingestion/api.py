@@ -7,6 +7,8 @@ from typing import Any
 
 from ingestion.model import Job, JobStatus
 from ingestion.ports import JobStore, SearchFilter, SearchHit, SearchMode, SearchQuery
+from ingestion.reconcile_run import ACTIONS as RECONCILER_ACTIONS
+from ingestion.reconcile_run import Report
 from ingestion.retry import SDK_RETRIES
 from ingestion.services import Services
 
@@ -40,12 +42,35 @@ def citation(hit: SearchHit) -> str:
 
 
 def health(services: Services) -> dict[str, Any]:
-    """Jobs by status, and how often each Azure SDK retried by itself since the process started."""
+    """Jobs by status, how often each Azure SDK retried by itself, and the reconciler's actions by
+    rule, since the process started."""
     counts = services.jobs.count_by_status()
     return {
         "status": "ok",
         "jobs": {status.value: count for status, count in counts.items()},
         "sdk_retries": SDK_RETRIES.snapshot(),
+        "reconciler_actions": RECONCILER_ACTIONS.snapshot(),
+    }
+
+
+def report_payload(report: Report) -> dict[str, Any]:
+    """A reconciler pass as JSON: every action with its rule, reason and outcome."""
+    return {
+        "actions": [
+            {
+                "rule": action.rule.value,
+                "doc_id": action.doc_id,
+                "path": action.path,
+                "reason": action.reason,
+                "outcome": outcome,
+            }
+            for action, outcome in report.actions
+        ],
+        "by_rule": report.by_rule(),
+        "seen": dict(report.seen),
+        "finished_sweeps": report.finished_sweeps,
+        "purged_histories": report.purged_histories,
+        "collected_artifacts": report.collected_artifacts,
     }
 
 

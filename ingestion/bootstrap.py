@@ -12,6 +12,7 @@ from contextlib import contextmanager
 
 from ingestion.adapters.local_artifacts import FolderArtifactStore
 from ingestion.adapters.local_blob import FolderBlobSource
+from ingestion.adapters.local_dead_letters import POISON_FILE, FileDeadLetters
 from ingestion.adapters.local_embedder import HashingEmbedder
 from ingestion.adapters.sqlite_index import SqliteSearchIndex
 from ingestion.adapters.sqlite_jobs import SqliteJobStore
@@ -43,6 +44,7 @@ def build_services(settings: Settings) -> Services:
             embedder=embedder,
             tokenizer=tokenizer,
             closers=azure.closers + embedder_closers,
+            dead_letters=azure.dead_letters,
         )
     data = settings.data_dir
     data.mkdir(parents=True, exist_ok=True)
@@ -57,6 +59,7 @@ def build_services(settings: Settings) -> Services:
         embedder=embedder,
         tokenizer=tokenizer,
         closers=(jobs.close, index.close, *embedder_closers),
+        dead_letters=FileDeadLetters(data / POISON_FILE),  # the local host's poison events
     )
 
 

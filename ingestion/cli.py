@@ -8,6 +8,7 @@ talk to a host already running (``scripts/demo.sh``).
 from __future__ import annotations
 
 import argparse
+import asyncio
 import dataclasses
 import io
 import json
@@ -20,16 +21,66 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ingestion.api import all_jobs, citation, job_status, search
+from ingestion.api import all_jobs, citation, job_status, report_payload, search
 from ingestion.bootstrap import build_services
 from ingestion.config import Settings, SettingsError
 from ingestion.errors import IngestionError
 from ingestion.model import Job
 from ingestion.ports import SearchMode
+from ingestion.reconcile_run import reconcile
 from ingestion.services import Services
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    # File names can hold bytes that are not UTF-8; show them escaped rather than crash on print.
+    for stream in (sys.stdout, sys.stderr):
+        if isinstance(stream, io.TextIOWrapper):
+            stream.reconfigure(errors="backslashreplace")
+    try:
+        settings = Settings.from_env()
+    except SettingsError as error:
+        parser.error(str(error))
+    if args.data_dir:
+        settings = dataclasses.replace(settings, data_dir=args.data_dir)
+    if args.command == "ingest":
+        return _ingest_command(parser, args, settings)
+    if args.command == "index":
+        return _ensure_index(settings)
+    if args.command in ("search", "reconcile") and args.url:
+        return _remote(args)
+    if args.command == "reconcile" and not args.dry_run:
+        parser.error("reconcile re-drives orchestrations through a host's Durable client: pass --url, or --dry-run")
+    return _local(args, settings)
+
+
+def _remote(args: argparse.Namespace) -> int:
+    """``search`` and ``reconcile`` asked of a running host or app."""
+    if args.command == "search":
+        return _search_remote(args.url, args.query, args.top, as_json=args.json)
+    return _print_report(_post_reconcile(args.url, dry_run=args.dry_run), as_json=args.json)
+
+
+def _local(args: argparse.Namespace, settings: Settings) -> int:
+    """``search``, ``reconcile --dry-run`` and ``status`` on the stores the settings name."""
+    services = build_services(settings)
+    try:
+        if args.command == "search":
+            return _search(services, args.query, args.top, SearchMode(args.mode), as_json=args.json)
+        if args.command == "reconcile":
+            report = asyncio.run(reconcile(services, None, dry_run=True))
+            return _print_report(report_payload(report), as_json=args.json)
+        if args.wait is not None and not _wait_settled(services, args.wait, quiet=args.json):
+            return 1
+        return _status(services, as_json=args.json)
+    finally:
+        services.close()
+
+
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m ingestion", description=__doc__)
     parser.add_argument("--data-dir", type=Path, help="where jobs, artifacts and the index live (INGEST_DATA_DIR)")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -50,6 +101,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     status = commands.add_parser("status", help="every document's state and, when not indexed, why")
     status.add_argument("--json", action="store_true")
     status.add_argument("--wait", type=float, metavar="SECONDS", help="first wait until no job is in progress")
+    fix = commands.add_parser(
+        "reconcile",
+        help="compare blobs, jobs and the index and repair what differs; --dry-run prints the plan only",
+    )
+    fix.add_argument("--dry-run", action="store_true", help="print what would be done, change nothing")
+    fix.add_argument("--url", help="run the pass in a running host or app (POST <url>/api/reconcile), e.g. "
+                     "http://127.0.0.1:7071: re-driving needs its Durable client")  # fmt: skip
+    fix.add_argument("--json", action="store_true")
     index = commands.add_parser("index", help="manage the Azure AI Search index (a deploy step)")
     index.add_argument(
         "action",
@@ -57,44 +116,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="ensure: create the index, or update its schema (INGEST_SEARCH_ENDPOINT, INGEST_SEARCH_INDEX, "
         "INGEST_EMBED_DIMENSIONS, INGEST_SEARCH_SEMANTIC_CONFIG; a key or a control-plane role)",
     )
-    args = parser.parse_args(argv)
+    return parser
 
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    # File names can hold bytes that are not UTF-8; show them escaped rather than crash on print.
-    for stream in (sys.stdout, sys.stderr):
-        if isinstance(stream, io.TextIOWrapper):
-            stream.reconfigure(errors="backslashreplace")
-    try:
-        settings = Settings.from_env()
-    except SettingsError as error:
-        parser.error(str(error))
-    if args.data_dir:
-        settings = dataclasses.replace(settings, data_dir=args.data_dir)
-    if args.command == "ingest":
-        if settings.profile != "embedded":
-            parser.error(
-                "ingest FOLDER needs the embedded profile (the folder plays the container); with "
-                "INGEST_PROFILE=azure, upload the files to the container and run python -m ingestion.devhost"
-            )
-        if not args.folder.is_dir():
-            parser.error(f"{args.folder} is not a folder")
-        host = (
-            settings.host if args.workers is None else dataclasses.replace(settings.host, activity_workers=args.workers)
+
+def _ingest_command(parser: argparse.ArgumentParser, args: argparse.Namespace, settings: Settings) -> int:
+    if settings.profile != "embedded":
+        parser.error(
+            "ingest FOLDER needs the embedded profile (the folder plays the container); with "
+            "INGEST_PROFILE=azure, upload the files to the container and run python -m ingestion.devhost"
         )
-        return _ingest(dataclasses.replace(settings, inbox_dir=args.folder, host=host), as_json=args.json)
-    if args.command == "index":
-        return _ensure_index(settings)
-    if args.command == "search" and args.url:
-        return _search_remote(args.url, args.query, args.top, as_json=args.json)
-    services = build_services(settings)
-    try:
-        if args.command == "search":
-            return _search(services, args.query, args.top, SearchMode(args.mode), as_json=args.json)
-        if args.wait is not None and not _wait_settled(services, args.wait, quiet=args.json):
-            return 1
-        return _status(services, as_json=args.json)
-    finally:
-        services.close()
+    if not args.folder.is_dir():
+        parser.error(f"{args.folder} is not a folder")
+    host = settings.host if args.workers is None else dataclasses.replace(settings.host, activity_workers=args.workers)
+    return _ingest(dataclasses.replace(settings, inbox_dir=args.folder, host=host), as_json=args.json)
 
 
 def _ingest(settings: Settings, *, as_json: bool) -> int:
@@ -109,6 +143,25 @@ def _ingest(settings: Settings, *, as_json: bool) -> int:
     if not as_json:
         print(file=sys.stderr)
     _print_jobs(jobs, as_json=as_json)
+    return 0
+
+
+def _post_reconcile(url: str, *, dry_run: bool, timeout_s: float = 600.0) -> dict[str, Any]:
+    query = "?dry_run=true" if dry_run else ""
+    request = urllib.request.Request(f"{url.rstrip('/')}/api/reconcile{query}", data=b"", method="POST")  # noqa: S310 -- the operator's URL
+    with urllib.request.urlopen(request, timeout=timeout_s) as response:  # noqa: S310 -- as above
+        return dict(json.loads(response.read()))
+
+
+def _print_report(report: dict[str, Any], *, as_json: bool) -> int:
+    if as_json:
+        print(json.dumps(report, ensure_ascii=False, indent=2))
+        return 0
+    for action in report["actions"]:
+        print(f"{action['rule']:<19} {action['path']}: {action['reason']} -> {action['outcome']}")
+    seen = ", ".join(f"{count} {what}" for what, count in report["seen"].items()) or "nothing"
+    finished = ", ".join(report["finished_sweeps"]) or "none"
+    print(f"{len(report['actions'])} actions; read {seen}; sweeps finished: {finished}")
     return 0
 
 

@@ -80,6 +80,7 @@ class AzureSettings:
     storage_connection_string: str = field(default="", repr=False)  # UploadsStorage
     storage_account_url: str = ""  # UploadsStorage__blobServiceUri (or UploadsStorage__serviceUri)
     artifacts_container: str = "ingestion-artifacts"  # INGEST_ARTIFACTS_CONTAINER (same account)
+    dead_letter_container: str = ""  # INGEST_DEADLETTER_CONTAINER: Event Grid's dead-letter destination
     cosmos_endpoint: str = ""  # INGEST_COSMOS_ENDPOINT
     cosmos_key: str = field(default="", repr=False)  # INGEST_COSMOS_KEY
     cosmos_database: str = "ingestion"  # INGEST_COSMOS_DATABASE
@@ -106,6 +107,20 @@ class AzureSettings:
 
 
 @dataclass(frozen=True)
+class ReconcileSettings:
+    """The reconciler (``ingestion/reconcile.py``): when it runs and how much one pass does."""
+
+    schedule: str = "0 */5 * * * *"  # INGEST_RECONCILE_SCHEDULE: NCRONTAB, read by the timer binding
+    lease_s: float = 900.0  # INGEST_RECONCILE_LEASE_S: in progress with no progress this long = stuck
+    settle_s: float = 120.0  # INGEST_RECONCILE_SETTLE_S: younger jobs may just be starting
+    page_size: int = 500  # INGEST_RECONCILE_PAGE: items per listing request
+    max_items: int = 20_000  # INGEST_RECONCILE_MAX_ITEMS: per sweep and pass; the next pass resumes
+    terminate_wait_s: float = 30.0  # INGEST_RECONCILE_TERMINATE_WAIT_S: for a stuck instance to end
+    artifact_retention_days: float = 7.0  # INGEST_ARTIFACT_RETENTION_DAYS: old versions' checkpoints
+    history_retention_days: float = 30.0  # INGEST_HISTORY_RETENTION_DAYS: finished orchestrations
+
+
+@dataclass(frozen=True)
 class HostSettings:
     """The local host (``ingestion.devhost``): where it listens and how much it runs at once."""
 
@@ -129,6 +144,7 @@ class Settings:
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     host: HostSettings = field(default_factory=HostSettings)
     azure: AzureSettings = field(default_factory=AzureSettings)
+    reconcile: ReconcileSettings = field(default_factory=ReconcileSettings)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -136,7 +152,7 @@ class Settings:
         read = _Reader(env)
         defaults = cls()
         limits, chunking, embedding, index = ParseLimits(), ChunkingSettings(), EmbeddingSettings(), IndexSettings()
-        retry, host, azure = RetryPolicy(), HostSettings(), AzureSettings()
+        retry, host, azure, reconcile = RetryPolicy(), HostSettings(), AzureSettings(), ReconcileSettings()
         settings = cls(
             profile=read("INGEST_PROFILE", str, defaults.profile, choices=("embedded", "azure")),
             container=read("INGEST_CONTAINER", str, defaults.container),
@@ -191,6 +207,7 @@ class Settings:
                     "UploadsStorage__blobServiceUri", str, read("UploadsStorage__serviceUri", str, "")
                 ),
                 artifacts_container=read("INGEST_ARTIFACTS_CONTAINER", str, azure.artifacts_container),
+                dead_letter_container=read("INGEST_DEADLETTER_CONTAINER", str, azure.dead_letter_container),
                 cosmos_endpoint=read("INGEST_COSMOS_ENDPOINT", str, azure.cosmos_endpoint),
                 cosmos_key=read("INGEST_COSMOS_KEY", str, azure.cosmos_key),
                 cosmos_database=read("INGEST_COSMOS_DATABASE", str, azure.cosmos_database),
@@ -204,6 +221,20 @@ class Settings:
                 semantic_configuration=read("INGEST_SEARCH_SEMANTIC_CONFIG", str, azure.semantic_configuration),
                 sdk_retries=read("INGEST_SDK_RETRIES", _natural_int, azure.sdk_retries),
                 sdk_timeout_s=read("INGEST_SDK_TIMEOUT_S", _positive_float, azure.sdk_timeout_s),
+            ),
+            reconcile=ReconcileSettings(
+                schedule=read("INGEST_RECONCILE_SCHEDULE", str, reconcile.schedule),
+                lease_s=read("INGEST_RECONCILE_LEASE_S", _positive_float, reconcile.lease_s),
+                settle_s=read("INGEST_RECONCILE_SETTLE_S", _natural_float, reconcile.settle_s),
+                page_size=read("INGEST_RECONCILE_PAGE", _positive_int, reconcile.page_size),
+                max_items=read("INGEST_RECONCILE_MAX_ITEMS", _positive_int, reconcile.max_items),
+                terminate_wait_s=read("INGEST_RECONCILE_TERMINATE_WAIT_S", _positive_float, reconcile.terminate_wait_s),
+                artifact_retention_days=read(
+                    "INGEST_ARTIFACT_RETENTION_DAYS", _natural_float, reconcile.artifact_retention_days
+                ),
+                history_retention_days=read(
+                    "INGEST_HISTORY_RETENTION_DAYS", _natural_float, reconcile.history_retention_days
+                ),
             ),
         )
         if settings.chunking.overlap_tokens * 2 > settings.chunking.target_tokens:
@@ -251,6 +282,13 @@ def _positive_float(raw: str) -> float:
     value = float(raw)
     if value <= 0:
         raise ValueError("must be positive")
+    return value
+
+
+def _natural_float(raw: str) -> float:
+    value = float(raw)
+    if not value >= 0:
+        raise ValueError("must not be negative")
     return value
 
 

@@ -15,11 +15,12 @@ from typing import Any
 
 from ingestion.adapters.azure_artifacts import AzureArtifactStore
 from ingestion.adapters.azure_blob import AzureBlobSource, connect_container
+from ingestion.adapters.azure_dead_letters import AzureDeadLetters
 from ingestion.adapters.azure_search import AzureSearchIndex, check_index, connect_search, ensure_index
 from ingestion.adapters.cosmos_jobs import open_job_store
 from ingestion.adapters.openai_embedder import connect_embedder
 from ingestion.config import EmbeddingSettings, Settings
-from ingestion.ports import ArtifactStore, BlobSource, Embedder, JobStore, SearchIndex
+from ingestion.ports import ArtifactStore, BlobSource, DeadLetters, Embedder, JobStore, SearchIndex
 from ingestion.tokens import Tokenizer
 
 # What the OpenAI embedding models (text-embedding-3-*, ada-002) count tokens in: the embedder's
@@ -34,6 +35,7 @@ class AzureAdapters:
     jobs: JobStore
     index: SearchIndex
     closers: tuple[Callable[[], None], ...]
+    dead_letters: DeadLetters | None
 
 
 class _Credential:
@@ -76,6 +78,7 @@ def azure_adapters(settings: Settings) -> AzureAdapters:
         )
 
     uploads, artifacts = container(settings.container, "blob"), container(azure.artifacts_container, "artifacts")
+    letters = container(azure.dead_letter_container, "dead-letters") if azure.dead_letter_container else None
     jobs = open_job_store(
         endpoint=azure.cosmos_endpoint,
         database=azure.cosmos_database,
@@ -99,7 +102,9 @@ def azure_adapters(settings: Settings) -> AzureAdapters:
             dimensions=settings.embedding.dimensions,
             semantic_configuration=azure.semantic_configuration or None,
         ),
-        closers=(uploads.close, artifacts.close, jobs.close, search_client.close, credential.close),
+        closers=(uploads.close, artifacts.close, jobs.close, search_client.close, credential.close)
+        + ((letters.close,) if letters is not None else ()),
+        dead_letters=AzureDeadLetters(letters) if letters is not None else None,
     )
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import threading
 import time
@@ -21,6 +22,8 @@ from typing import Any
 
 import azure.functions as func
 
+from ingestion.adapters.local_dead_letters import POISON_FILE
+from ingestion.config import ReconcileSettings
 from ingestion.devhost import functions as fn
 from ingestion.devhost.engine import DurableEngine
 from ingestion.devhost.events import EventDispatcher, Target, blob_of
@@ -32,6 +35,7 @@ from ingestion.ports import BlobSource
 from ingestion.triggers import BLOB_CREATED
 
 log = logging.getLogger(__name__)
+APP_SETTING_DEFAULTS = {"INGEST_RECONCILE_SCHEDULE": ReconcileSettings().schedule}
 
 
 class Host:
@@ -59,7 +63,7 @@ class Host:
         extensions = settings.get("extensions") or {}
         self.catalog = fn.read_app(app)
         self.data_dir = data_dir
-        self.poison_path = data_dir / "poison-events.jsonl"  # events whose functions kept failing
+        self.poison_path = data_dir / POISON_FILE  # events whose functions kept failing (the reconciler reads it)
         data_dir.mkdir(parents=True, exist_ok=True)  # the engine opens its database when built
         self.route_prefix = str((extensions.get("http") or {}).get("routePrefix", "api")).strip("/")
         self._requested_port = port
@@ -92,6 +96,10 @@ class Host:
             self._watcher = BlobWatcher(
                 blob_source, self._events.submit, interval_s=watch_interval_s, state_path=data_dir / "watcher.json"
             )
+        # Binding expressions name app settings that Azure requires (infrastructure sets them);
+        # locally they default to the project's settings, as a local.settings.json would give them.
+        for name, value in APP_SETTING_DEFAULTS.items():
+            os.environ.setdefault(name, value)
         timers = self.catalog.of("timerTrigger")
         self._timers = TimerService(
             [

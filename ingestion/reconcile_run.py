@@ -1,0 +1,393 @@
+"""One reconciler pass: gather each document's views page by page, decide, and apply the actions.
+
+Three sweeps, each resuming where the previous pass stopped (cursors in the artifact store) and
+doing at most ``Settings.reconcile.max_items`` items a pass, so a container with millions of files
+is reconciled incrementally with memory bounded by the page size:
+
+- blobs, in name order: a blob without a job, or with a version its job lacks (lost triggers,
+  dead-lettered events: whatever happened to the event, the blob is still there);
+- jobs, in doc id order: each compared with its blob, the chunks the index holds for it and (when
+  it is in progress) its orchestration; old finished versions' artifacts are collected here;
+- the index, in chunk id order: chunks whose document has neither a blob nor a live job.
+
+Acting is claimed against the job document as it was seen (an ETag-guarded write that also puts
+the rule on the job's trail), so two reconcilers running at once, or a reconciler racing the
+pipeline, never act twice on one observation: the loser finds the document changed and leaves it
+to the next pass. Finished orchestration histories older than the retention are purged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, Protocol
+
+from ingestion.errors import ConcurrencyError, IngestionError, PermanentError
+from ingestion.jobs import current_blob
+from ingestion.model import DocumentRef, ErrorInfo, Job, JobStatus
+from ingestion.ports import BlobInfo
+from ingestion.reconcile import ACTIVE, ENDED, Action, DocView, Orchestration, Rule, Timing, decide
+from ingestion.reconcile_letters import redrive_dead_letters
+from ingestion.retry import RetryCounts
+from ingestion.services import Services
+from ingestion.stages.persist import purge_document
+from ingestion.triggers import StartPlan, plan_ingestion, remove_blob, start_once
+
+log = logging.getLogger(__name__)
+
+STATE_KEY = "_reconciler/state.json"
+ACTIONS = RetryCounts()  # actions taken, by rule (what the metric reports)
+_POLL_S = 0.5
+
+
+class Orchestrations(Protocol):
+    """What the reconciler asks of the Durable runtime."""
+
+    async def state(self, instance_id: str) -> Orchestration: ...
+
+    async def start(self, plan: StartPlan) -> bool: ...
+
+    async def terminate(self, instance_id: str, reason: str) -> None: ...
+
+    async def purge_ended(self, before: datetime) -> int: ...
+
+
+class DurableOrchestrations:
+    """``Orchestrations`` over an ``azure-functions-durable`` client (in Azure and on the local host)."""
+
+    def __init__(self, client: Any) -> None:
+        self._client = client
+
+    async def state(self, instance_id: str) -> Orchestration:
+        status = await self._client.get_status(instance_id)
+        runtime = getattr(getattr(status, "runtime_status", None), "value", None)
+        return Orchestration(instance_id, runtime, getattr(status, "last_updated_time", None))
+
+    async def start(self, plan: StartPlan) -> bool:
+        return await start_once(self._client, plan)
+
+    async def terminate(self, instance_id: str, reason: str) -> None:
+        await self._client.terminate(instance_id, reason)
+
+    async def purge_ended(self, before: datetime) -> int:
+        import azure.durable_functions as df  # noqa: PLC0415 -- only the Durable path needs it
+
+        ended = [
+            df.OrchestrationRuntimeStatus.Completed,
+            df.OrchestrationRuntimeStatus.Failed,
+            df.OrchestrationRuntimeStatus.Terminated,
+        ]
+        result = await self._client.purge_instance_history_by(
+            created_time_from=datetime(2000, 1, 1, tzinfo=before.tzinfo), created_time_to=before, runtime_status=ended
+        )
+        return int(getattr(result, "instances_deleted", 0) or 0)
+
+
+@dataclass
+class Report:
+    """What one pass saw and did."""
+
+    actions: list[tuple[Action, str]] = field(default_factory=list)  # (action, outcome)
+    seen: Counter[str] = field(default_factory=Counter)  # items read per sweep
+    purged_histories: int = 0
+    collected_artifacts: int = 0
+    finished_sweeps: list[str] = field(default_factory=list)
+
+    def by_rule(self) -> dict[str, int]:
+        return dict(Counter(action.rule.value for action, _ in self.actions))
+
+
+async def reconcile(services: Services, orchestrations: Orchestrations | None, *, dry_run: bool = False) -> Report:
+    """One pass. ``orchestrations`` ``None`` (no Durable client): plan only from the stores."""
+    settings = services.settings.reconcile
+    timing = Timing(services.clock(), timedelta(seconds=settings.lease_s), timedelta(seconds=settings.settle_s))
+    cursors = _load_cursors(services)
+    report = Report()
+    done: set[str] = set()  # a document acted on once per pass, whichever sweep saw it first
+
+    async def handle(view: DocView, rules: frozenset[Rule] | None = None) -> None:
+        action = decide(view, timing)
+        if action is None or action.doc_id in done or (rules is not None and action.rule not in rules):
+            return
+        done.add(action.doc_id)
+        outcome = "planned" if dry_run or (orchestrations is None and _needs_client(action)) else ""
+        if not outcome:
+            outcome = await _apply(services, orchestrations, action, timing)
+        log.info("reconcile %s -> %s", action.describe(), outcome)
+        ACTIONS.add(action.rule.value)
+        report.actions.append((action, outcome))
+
+    for action, outcome in await redrive_dead_letters(
+        services, orchestrations, dry_run=dry_run, limit=settings.page_size
+    ):
+        done.add(action.doc_id)
+        ACTIONS.add(action.rule.value)
+        report.actions.append((action, outcome))
+    budget = settings.max_items
+    cursors["blobs"] = await _sweep_blobs(services, cursors.get("blobs"), budget, handle, report)
+    cursors["jobs"] = await _sweep_jobs(
+        services,
+        orchestrations,
+        handle,
+        report,
+        cursor=cursors.get("jobs"),
+        budget=budget,
+        now=timing.now,
+        collect=not dry_run,
+    )
+    cursors["chunks"] = await _sweep_index(services, cursors.get("chunks"), budget, handle, report)
+    if not dry_run:
+        _save_cursors(services, cursors)
+        if orchestrations is not None:
+            before = timing.now - timedelta(days=settings.history_retention_days)
+            report.purged_histories = await orchestrations.purge_ended(before)
+    return report
+
+
+Handle = Callable[..., Any]
+
+
+async def _sweep_blobs(
+    services: Services, cursor: str | None, budget: int, handle: Handle, report: Report
+) -> str | None:
+    container = services.blobs.container
+    page_size = services.settings.reconcile.page_size
+    while budget > 0:
+        try:
+            page = await asyncio.to_thread(services.blobs.page, cursor, min(page_size, budget))
+        except (PermanentError, ValueError) as error:
+            if cursor is None:
+                raise
+            log.warning("blob listing token refused (%s); the blob sweep starts over", error)
+            cursor = None
+            continue
+        for blob in page.blobs:
+            doc_id = DocumentRef(container, blob.path).doc_id
+            job = await asyncio.to_thread(services.jobs.get, doc_id)
+            await handle(DocView(doc_id, blob.path, blob, job, ()), frozenset({Rule.MISSED_TRIGGER}))
+        report.seen["blobs"] += len(page.blobs)
+        budget -= len(page.blobs)
+        cursor = page.continuation
+        if cursor is None:
+            report.finished_sweeps.append("blobs")
+            return None
+    return cursor
+
+
+async def _sweep_jobs(
+    services: Services,
+    orchestrations: Orchestrations | None,
+    handle: Handle,
+    report: Report,
+    *,
+    cursor: str | None,
+    budget: int,
+    now: datetime,
+    collect: bool,
+) -> str | None:
+    page_size = services.settings.reconcile.page_size
+    while budget > 0:
+        page = await asyncio.to_thread(services.jobs.list, limit=min(page_size, budget), continuation=cursor)
+        for job in page.jobs:
+            view = await asyncio.to_thread(_job_view, services, job)
+            if view is None:
+                continue
+            if orchestrations is not None and job.status.in_progress and job.instance_id:
+                view = DocView(
+                    view.doc_id, view.path, view.blob, job, view.held, await orchestrations.state(job.instance_id)
+                )
+            await handle(view)
+            if collect:
+                report.collected_artifacts += await asyncio.to_thread(collect_artifacts, services, job, now)
+        report.seen["jobs"] += len(page.jobs)
+        budget -= len(page.jobs)
+        cursor = page.continuation
+        if cursor is None:
+            report.finished_sweeps.append("jobs")
+            return None
+    return cursor
+
+
+def _job_view(services: Services, job: Job) -> DocView | None:
+    try:
+        blob: BlobInfo | None = current_blob(services, job.path)
+    except PermanentError as error:  # e.g. a name the source cannot look up: the job already says why
+        log.debug("%s: blob not comparable: %s", job.doc_id, error.message)
+        return None
+    held: tuple[tuple[str, str], ...] = ()
+    if (not job.status.in_progress and job.status is not JobStatus.RETRY_LATER) or blob is None:
+        held = tuple(services.index.ids_for_doc(job.doc_id))
+    return DocView(job.doc_id, job.path, blob, job, held)
+
+
+async def _sweep_index(
+    services: Services, cursor: str | None, budget: int, handle: Handle, report: Report
+) -> str | None:
+    page_size = services.settings.reconcile.page_size
+    while budget > 0:
+        chunks = await asyncio.to_thread(services.index.chunks, cursor, min(page_size, budget))
+        if not chunks:
+            report.finished_sweeps.append("index")
+            return None
+        by_doc: dict[str, list[tuple[str, str]]] = {}
+        paths: dict[str, str] = {}
+        for chunk in chunks:
+            by_doc.setdefault(chunk.doc_id, []).append((chunk.id, chunk.version))
+            paths[chunk.doc_id] = chunk.path
+        for doc_id, held in by_doc.items():
+            job = await asyncio.to_thread(services.jobs.get, doc_id)
+            if job is not None and job.status is not JobStatus.DELETED:
+                continue  # a live job: the job sweep compares its chunks
+            try:
+                blob = await asyncio.to_thread(current_blob, services, paths[doc_id])
+            except PermanentError:
+                continue
+            await handle(DocView(doc_id, paths[doc_id], blob, job, tuple(held)), frozenset({Rule.ORPHAN_CHUNKS}))
+        report.seen["chunks"] += len(chunks)
+        budget -= len(chunks)
+        cursor = chunks[-1].id
+    return cursor
+
+
+def _needs_client(action: Action) -> bool:
+    return action.rule in (Rule.MISSED_TRIGGER, Rule.RETRY_DUE, Rule.ORCHESTRATION_LOST, Rule.INDEX_MISMATCH)
+
+
+async def _apply(services: Services, orchestrations: Orchestrations | None, action: Action, timing: Timing) -> str:
+    """Carry out ``action``; a short outcome for the log and the report. Never raises for a fault."""
+    try:
+        return await _carry_out(services, orchestrations, action, timing)
+    except IngestionError as error:  # a service fault: the next pass sees the same view again
+        log.warning("reconcile %s failed: %s", action.describe(), error.message)
+        return f"failed: {error.kind}: {error.message}"
+
+
+async def _carry_out(services: Services, orchestrations: Orchestrations | None, action: Action, timing: Timing) -> str:
+    claimed: Job | None = None
+    if action.job_etag is not None:
+        claimed = await asyncio.to_thread(_claim, services, action)
+        if claimed is None:
+            return "skipped: the job changed since it was seen"
+    if action.rule is Rule.BLOB_DELETED:
+        return await asyncio.to_thread(remove_blob, services, services.blobs.container, action.path)
+    purge_only = action.rule is Rule.INDEX_MISMATCH and claimed is not None and claimed.status is not JobStatus.INDEXED
+    if action.rule is Rule.ORPHAN_CHUNKS or purge_only:
+        purge = _purge_orphan if action.rule is Rule.ORPHAN_CHUNKS else _purge_not_indexed
+        return f"purged {await asyncio.to_thread(purge, services, action)} chunks"
+    assert orchestrations is not None  # _needs_client: runs without one stop at "planned"
+    return await _redrive(services, orchestrations, action)
+
+
+async def _redrive(services: Services, orchestrations: Orchestrations, action: Action) -> str:
+    """Start the document's orchestration again (terminating a stuck one first)."""
+    if action.terminate:
+        await orchestrations.terminate(action.terminate, f"reconciler: {action.reason}")
+        if not await _ended(orchestrations, action.terminate, services.settings.reconcile.terminate_wait_s):
+            return f"terminating {action.terminate}; re-driven by a later pass"
+    if action.rule in (Rule.ORCHESTRATION_LOST, Rule.INDEX_MISMATCH):
+        requeued = await asyncio.to_thread(_requeue, services, action)
+        if requeued is None:
+            return "skipped: the job changed since it was claimed"
+        if requeued.status is JobStatus.NEEDS_REVIEW:
+            await asyncio.to_thread(purge_document, services, action.doc_id)
+            return "needs_review: re-driven too often"
+    plan = await asyncio.to_thread(plan_ingestion, services, services.blobs.container, action.path)
+    if plan is None:
+        return "nothing to start"
+    started = await orchestrations.start(plan)
+    return f"started {plan.instance_id}" if started else f"{plan.instance_id} already running"
+
+
+def _claim(services: Services, action: Action) -> Job | None:
+    """Put the rule on the job's trail, if the job is still as seen (the ETag guard); else ``None``."""
+    job = services.jobs.get(action.doc_id)
+    if job is None or job.etag != action.job_etag:
+        return None
+    try:
+        note = f"reconcile: {action.rule}: {action.reason}"
+        return services.jobs.replace(job.transition(job.status, services.clock(), note))
+    except ConcurrencyError:
+        return None
+
+
+def _requeue(services: Services, action: Action) -> Job | None:
+    """Queue the job again (a fresh instance id), or give it to a person after too many re-drives."""
+    job = services.jobs.get(action.doc_id)
+    if job is None or job.status in (JobStatus.DELETED, JobStatus.RETRY_LATER):
+        return None
+    now = services.clock()
+    try:
+        if action.rule is Rule.ORCHESTRATION_LOST and job.redrives >= services.settings.max_redrives:
+            error = ErrorInfo(str(job.status), "permanent", "orchestration_lost", action.reason, now)
+            note = f"orchestration lost {job.redrives + 1} times: {action.reason}"
+            return services.jobs.replace(job.transition(JobStatus.NEEDS_REVIEW, now, note, last_error=error))
+        redrives = job.redrives + 1 if action.rule is Rule.ORCHESTRATION_LOST else job.redrives
+        note = f"reconcile: re-drive ({action.rule})"
+        return services.jobs.replace(job.transition(JobStatus.QUEUED, now, note, redrives=redrives))
+    except ConcurrencyError:
+        return None
+
+
+def _purge_not_indexed(services: Services, action: Action) -> int:
+    job = services.jobs.get(action.doc_id)
+    if job is None or job.status in (JobStatus.SKIPPED, JobStatus.NEEDS_REVIEW):
+        return purge_document(services, action.doc_id)
+    return 0  # it moved on (re-queued, indexed): its own run syncs the index
+
+
+def _purge_orphan(services: Services, action: Action) -> int:
+    job = services.jobs.get(action.doc_id)
+    if job is not None and job.status is not JobStatus.DELETED:
+        return 0  # a job appeared meanwhile: its run syncs the index
+    if current_blob(services, action.path) is not None:
+        return 0  # the blob is back: the next pass ingests it
+    return purge_document(services, action.doc_id)
+
+
+async def _ended(orchestrations: Orchestrations, instance_id: str, wait_s: float) -> bool:
+    """Terminate is asynchronous: wait (bounded) until the instance really has ended."""
+    deadline = asyncio.get_running_loop().time() + wait_s
+    while True:
+        state = await orchestrations.state(instance_id)
+        if state.status is None or state.status in ENDED:
+            return True
+        if state.status not in ACTIVE or asyncio.get_running_loop().time() >= deadline:
+            return False
+        await asyncio.sleep(_POLL_S)
+
+
+def collect_artifacts(services: Services, job: Job, now: datetime) -> int:
+    """Delete the artifacts of versions the job no longer needs, once it has been finished for the
+    retention period: all of them for a deleted document; for others, everything but the current
+    version's and the indexed content's (re-persisting and vector reuse read those)."""
+    retention = timedelta(days=services.settings.reconcile.artifact_retention_days)
+    if job.status.in_progress or job.status is JobStatus.RETRY_LATER or job.updated_at > now - retention:
+        return 0
+    prefix = f"{job.doc_id}/"
+    keep = set() if job.status is JobStatus.DELETED else {f"v-{job.version.key}"}
+    for content_hash in (job.indexed_hash, job.version.content_hash):
+        if content_hash and job.status is not JobStatus.DELETED:
+            keep.add(f"c-{content_hash[:32]}")
+    folders = {key[len(prefix) :].split("/", 1)[0] for key in services.artifacts.list(prefix)}
+    return sum(services.artifacts.delete_prefix(f"{prefix}{folder}/") for folder in sorted(folders - keep))
+
+
+def _load_cursors(services: Services) -> dict[str, str | None]:
+    raw = services.artifacts.get(STATE_KEY)
+    if raw is None:
+        return {}
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        log.warning("reconciler state unreadable; starting every sweep over")
+        return {}
+    return {str(k): (str(v) if v is not None else None) for k, v in data.get("cursors", {}).items()}
+
+
+def _save_cursors(services: Services, cursors: dict[str, str | None]) -> None:
+    services.artifacts.put(STATE_KEY, json.dumps({"cursors": cursors}).encode())
