@@ -10,10 +10,12 @@ is reconciled incrementally with memory bounded by the page size:
   it is in progress) its orchestration; old finished versions' artifacts are collected here;
 - the index, in chunk id order: chunks whose document has neither a blob nor a live job.
 
-Acting is claimed against the job document as it was seen (an ETag-guarded write that also puts
-the rule on the job's trail), so two reconcilers running at once, or a reconciler racing the
-pipeline, never act twice on one observation: the loser finds the document changed and leaves it
-to the next pass. Finished orchestration histories older than the retention are purged.
+Acting is claimed against the job document as it was seen (an ETag-guarded write that puts the
+rule on the job's trail without re-registering the job), and a re-drive is then written against
+the claimed ETag, so two reconcilers running at once, or a reconciler racing the pipeline, never
+act twice on one observation: the loser finds the document changed and leaves it to the next pass.
+A fault (or a bug) in one action fails that action only; the pass goes on and saves its cursors.
+Finished orchestration histories older than the retention are purged.
 """
 
 from __future__ import annotations
@@ -22,27 +24,30 @@ import asyncio
 import json
 import logging
 from collections import Counter
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
-from ingestion.errors import ConcurrencyError, IngestionError, PermanentError
+from ingestion.errors import ConcurrencyError, IngestionError, PermanentError, TransientError
 from ingestion.jobs import current_blob
-from ingestion.model import DocumentRef, ErrorInfo, Job, JobStatus
+from ingestion.model import TRAIL_LIMIT, DocumentRef, ErrorInfo, Job, JobStatus, TrailEntry
 from ingestion.ports import BlobInfo
 from ingestion.reconcile import ACTIVE, ENDED, Action, DocView, Orchestration, Rule, Timing, decide
 from ingestion.reconcile_letters import redrive_dead_letters
 from ingestion.retry import RetryCounts
 from ingestion.services import Services
+from ingestion.stages.common import rewrite_job
 from ingestion.stages.persist import purge_document
 from ingestion.triggers import StartPlan, plan_ingestion, remove_blob, start_once
 
 log = logging.getLogger(__name__)
 
 STATE_KEY = "_reconciler/state.json"
-ACTIONS = RetryCounts()  # actions taken, by rule (what the metric reports)
+ACTIONS = RetryCounts()  # actions taken, by rule (what the metric reports): not planned, not skipped
+_FIRST_POLL_S = 0.05  # terminate usually takes effect at once: poll soon, then back off
 _POLL_S = 0.5
+T = TypeVar("T")
 
 
 class Orchestrations(Protocol):
@@ -58,21 +63,26 @@ class Orchestrations(Protocol):
 
 
 class DurableOrchestrations:
-    """``Orchestrations`` over an ``azure-functions-durable`` client (in Azure and on the local host)."""
+    """``Orchestrations`` over an ``azure-functions-durable`` client (in Azure and on the local host).
+
+    The client raises a bare ``Exception`` for every refusal and unexpected HTTP status (a host
+    restarting, a 404 on terminate): each becomes a ``TransientError``, so one action fails and the
+    next pass sees the document again, instead of the pass stopping before it saves its cursors.
+    """
 
     def __init__(self, client: Any) -> None:
         self._client = client
 
     async def state(self, instance_id: str) -> Orchestration:
-        status = await self._client.get_status(instance_id)
+        status = await _durable(f"status of {instance_id}", self._client.get_status(instance_id))
         runtime = getattr(getattr(status, "runtime_status", None), "value", None)
         return Orchestration(instance_id, runtime, getattr(status, "last_updated_time", None))
 
     async def start(self, plan: StartPlan) -> bool:
-        return await start_once(self._client, plan)
+        return await _durable(f"start of {plan.instance_id}", start_once(self._client, plan))
 
     async def terminate(self, instance_id: str, reason: str) -> None:
-        await self._client.terminate(instance_id, reason)
+        await _durable(f"terminate {instance_id}", self._client.terminate(instance_id, reason))
 
     async def purge_ended(self, before: datetime) -> int:
         import azure.durable_functions as df  # noqa: PLC0415 -- only the Durable path needs it
@@ -82,10 +92,22 @@ class DurableOrchestrations:
             df.OrchestrationRuntimeStatus.Failed,
             df.OrchestrationRuntimeStatus.Terminated,
         ]
-        result = await self._client.purge_instance_history_by(
-            created_time_from=datetime(2000, 1, 1, tzinfo=before.tzinfo), created_time_to=before, runtime_status=ended
+        result = await _durable(
+            "history purge",
+            self._client.purge_instance_history_by(
+                created_time_from=datetime(2000, 1, 1, tzinfo=before.tzinfo),
+                created_time_to=before,
+                runtime_status=ended,
+            ),
         )
         return int(getattr(result, "instances_deleted", 0) or 0)
+
+
+async def _durable(what: str, call: Awaitable[T]) -> T:
+    try:
+        return await call
+    except Exception as error:  # the Durable client's only exception type
+        raise TransientError(f"durable client: {what}: {error}") from error
 
 
 @dataclass
@@ -119,7 +141,8 @@ async def reconcile(services: Services, orchestrations: Orchestrations | None, *
         if not outcome:
             outcome = await _apply(services, orchestrations, action, timing)
         log.info("reconcile %s -> %s", action.describe(), outcome)
-        ACTIONS.add(action.rule.value)
+        if not outcome.startswith(("planned", "skipped")):  # the metric counts what was done
+            ACTIONS.add(action.rule.value)
         report.actions.append((action, outcome))
 
     for action, outcome in await redrive_dead_letters(
@@ -198,9 +221,7 @@ async def _sweep_jobs(
             if view is None:
                 continue
             if orchestrations is not None and job.status.in_progress and job.instance_id:
-                view = DocView(
-                    view.doc_id, view.path, view.blob, job, view.held, await orchestrations.state(job.instance_id)
-                )
+                view = replace(view, orchestration=await _lookup(orchestrations, job.instance_id))
             await handle(view)
             if collect:
                 report.collected_artifacts += await asyncio.to_thread(collect_artifacts, services, job, now)
@@ -211,6 +232,15 @@ async def _sweep_jobs(
             report.finished_sweeps.append("jobs")
             return None
     return cursor
+
+
+async def _lookup(orchestrations: Orchestrations, instance_id: str) -> Orchestration | None:
+    """The instance's state; ``None`` (not looked up: the lease alone decides) when Durable cannot say."""
+    try:
+        return await orchestrations.state(instance_id)
+    except IngestionError as error:
+        log.warning("orchestration %s: state unknown: %s", instance_id, error.message)
+        return None
 
 
 def _job_view(services: Services, job: Job) -> DocView | None:
@@ -265,6 +295,11 @@ async def _apply(services: Services, orchestrations: Orchestrations | None, acti
     except IngestionError as error:  # a service fault: the next pass sees the same view again
         log.warning("reconcile %s failed: %s", action.describe(), error.message)
         return f"failed: {error.kind}: {error.message}"
+    except Exception as error:
+        # A bug in one action must not stop the pass: its cursors are saved only at the end, so
+        # every later pass would stop at the same document and nothing after it would be repaired.
+        log.exception("reconcile %s failed unexpectedly", action.describe())
+        return f"failed: unexpected {type(error).__name__}: {error}"
 
 
 async def _carry_out(services: Services, orchestrations: Orchestrations | None, action: Action, timing: Timing) -> str:
@@ -280,17 +315,17 @@ async def _carry_out(services: Services, orchestrations: Orchestrations | None, 
         purge = _purge_orphan if action.rule is Rule.ORPHAN_CHUNKS else _purge_not_indexed
         return f"purged {await asyncio.to_thread(purge, services, action)} chunks"
     assert orchestrations is not None  # _needs_client: runs without one stop at "planned"
-    return await _redrive(services, orchestrations, action)
+    return await _redrive(services, orchestrations, action, claimed)
 
 
-async def _redrive(services: Services, orchestrations: Orchestrations, action: Action) -> str:
+async def _redrive(services: Services, orchestrations: Orchestrations, action: Action, claimed: Job | None) -> str:
     """Start the document's orchestration again (terminating a stuck one first)."""
     if action.terminate:
         await orchestrations.terminate(action.terminate, f"reconciler: {action.reason}")
         if not await _ended(orchestrations, action.terminate, services.settings.reconcile.terminate_wait_s):
             return f"terminating {action.terminate}; re-driven by a later pass"
-    if action.rule in (Rule.ORCHESTRATION_LOST, Rule.INDEX_MISMATCH):
-        requeued = await asyncio.to_thread(_requeue, services, action)
+    if claimed is not None and action.rule in (Rule.ORCHESTRATION_LOST, Rule.INDEX_MISMATCH):
+        requeued = await asyncio.to_thread(_requeue, services, action, claimed)
         if requeued is None:
             return "skipped: the job changed since it was claimed"
         if requeued.status is JobStatus.NEEDS_REVIEW:
@@ -298,9 +333,32 @@ async def _redrive(services: Services, orchestrations: Orchestrations, action: A
             return "needs_review: re-driven too often"
     plan = await asyncio.to_thread(plan_ingestion, services, services.blobs.container, action.path)
     if plan is None:
-        return "nothing to start"
+        return await asyncio.to_thread(_not_started, services, action)
+    if claimed is None:  # no job was there to claim: the one just registered carries the rule
+        await asyncio.to_thread(_note_on_trail, services, action)
     started = await orchestrations.start(plan)
     return f"started {plan.instance_id}" if started else f"{plan.instance_id} already running"
+
+
+def _not_started(services: Services, action: Action) -> str:
+    """Why registering started nothing; a re-drive that gave up takes the document's chunks out."""
+    job = services.jobs.get(action.doc_id)
+    if action.rule is Rule.RETRY_DUE and job is not None and job.status is JobStatus.NEEDS_REVIEW:
+        purge_document(services, action.doc_id)  # as finalize does for a version that needs review
+        return "needs_review: re-driven too often"
+    return "nothing to start"
+
+
+def _noted(job: Job, at: datetime, note: str) -> Job:
+    """``job`` with ``note`` on its trail: not a transition, so its registration (the stage times
+    its instance id derives from) stays as it is; ``updated_at`` moves, which makes a pass that
+    lists the job after this write let it settle."""
+    return replace(job, updated_at=at, trail=(*job.trail, TrailEntry(at, job.status, note))[-TRAIL_LIMIT:])
+
+
+def _note_on_trail(services: Services, action: Action) -> None:
+    note = f"reconcile: {action.rule}: {action.reason}"
+    rewrite_job(services, action.doc_id, lambda job: None if job is None else _noted(job, services.clock(), note))
 
 
 def _claim(services: Services, action: Action) -> Job | None:
@@ -310,16 +368,14 @@ def _claim(services: Services, action: Action) -> Job | None:
         return None
     try:
         note = f"reconcile: {action.rule}: {action.reason}"
-        return services.jobs.replace(job.transition(job.status, services.clock(), note))
+        return services.jobs.replace(_noted(job, services.clock(), note))
     except ConcurrencyError:
         return None
 
 
-def _requeue(services: Services, action: Action) -> Job | None:
-    """Queue the job again (a fresh instance id), or give it to a person after too many re-drives."""
-    job = services.jobs.get(action.doc_id)
-    if job is None or job.status in (JobStatus.DELETED, JobStatus.RETRY_LATER):
-        return None
+def _requeue(services: Services, action: Action, job: Job) -> Job | None:
+    """Queue the claimed ``job`` again (a fresh instance id), or give it to a person after too many
+    re-drives; ``None`` when it changed since the claim (another reconciler, or its own run, moved it)."""
     now = services.clock()
     try:
         if action.rule is Rule.ORCHESTRATION_LOST and job.redrives >= services.settings.max_redrives:
@@ -351,14 +407,17 @@ def _purge_orphan(services: Services, action: Action) -> int:
 
 async def _ended(orchestrations: Orchestrations, instance_id: str, wait_s: float) -> bool:
     """Terminate is asynchronous: wait (bounded) until the instance really has ended."""
-    deadline = asyncio.get_running_loop().time() + wait_s
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + wait_s
+    delay = _FIRST_POLL_S
     while True:
         state = await orchestrations.state(instance_id)
         if state.status is None or state.status in ENDED:
             return True
-        if state.status not in ACTIVE or asyncio.get_running_loop().time() >= deadline:
+        if state.status not in ACTIVE or loop.time() >= deadline:
             return False
-        await asyncio.sleep(_POLL_S)
+        await asyncio.sleep(min(delay, max(deadline - loop.time(), 0.0)))
+        delay = min(delay * 2, _POLL_S)
 
 
 def collect_artifacts(services: Services, job: Job, now: datetime) -> int:
@@ -366,15 +425,24 @@ def collect_artifacts(services: Services, job: Job, now: datetime) -> int:
     retention period: all of them for a deleted document; for others, everything but the current
     version's and the indexed content's (re-persisting and vector reuse read those)."""
     retention = timedelta(days=services.settings.reconcile.artifact_retention_days)
-    if job.status.in_progress or job.status is JobStatus.RETRY_LATER or job.updated_at > now - retention:
+    # ``job`` is the listing's copy: this pass's action, a trigger or a run may have moved the job to
+    # a new version since, whose checkpoints are being written now. Decide on the stored job, and
+    # leave the document to the next pass if it changes while its artifacts are listed.
+    current = services.jobs.get(job.doc_id)
+    if current is None or current.status.in_progress or current.status is JobStatus.RETRY_LATER:
+        return 0
+    if current.updated_at > now - retention:
         return 0
     prefix = f"{job.doc_id}/"
-    keep = set() if job.status is JobStatus.DELETED else {f"v-{job.version.key}"}
-    for content_hash in (job.indexed_hash, job.version.content_hash):
-        if content_hash and job.status is not JobStatus.DELETED:
+    keep = set() if current.status is JobStatus.DELETED else {f"v-{current.version.key}"}
+    for content_hash in (current.indexed_hash, current.version.content_hash):
+        if content_hash and current.status is not JobStatus.DELETED:
             keep.add(f"c-{content_hash[:32]}")
     folders = {key[len(prefix) :].split("/", 1)[0] for key in services.artifacts.list(prefix)}
-    return sum(services.artifacts.delete_prefix(f"{prefix}{folder}/") for folder in sorted(folders - keep))
+    doomed = sorted(folders - keep)
+    if not doomed or getattr(services.jobs.get(job.doc_id), "etag", None) != current.etag:
+        return 0
+    return sum(services.artifacts.delete_prefix(f"{prefix}{folder}/") for folder in doomed)
 
 
 def _load_cursors(services: Services) -> dict[str, str | None]:
