@@ -132,6 +132,10 @@ class JobStore(Protocol):
 
     def get(self, doc_id: str) -> Job | None: ...
 
+    def get_many(self, doc_ids: Sequence[str]) -> dict[str, Job]:
+        """The jobs of ``doc_ids`` that exist, by doc id (one round trip for a reconciler page)."""
+        ...
+
     def create(self, job: Job) -> Job:
         """Insert a new job; ``ConcurrencyError`` when one exists. Returns it with its ``etag``."""
         ...

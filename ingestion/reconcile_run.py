@@ -189,10 +189,11 @@ async def _sweep_blobs(
             log.warning("blob listing token refused (%s); the blob sweep starts over", error)
             cursor = None
             continue
-        for blob in page.blobs:
-            doc_id = DocumentRef(container, blob.path).doc_id
-            job = await asyncio.to_thread(services.jobs.get, doc_id)
-            await handle(DocView(doc_id, blob.path, blob, job, ()), frozenset({Rule.MISSED_TRIGGER}))
+        # One round trip for the page's jobs, and one thread hop per page, not per blob.
+        doc_ids = [DocumentRef(container, blob.path).doc_id for blob in page.blobs]
+        jobs = await asyncio.to_thread(services.jobs.get_many, doc_ids)
+        for doc_id, blob in zip(doc_ids, page.blobs, strict=True):
+            await handle(DocView(doc_id, blob.path, blob, jobs.get(doc_id), ()), frozenset({Rule.MISSED_TRIGGER}))
         report.seen["blobs"] += len(page.blobs)
         budget -= len(page.blobs)
         cursor = page.continuation
@@ -216,15 +217,17 @@ async def _sweep_jobs(
     page_size = services.settings.reconcile.page_size
     while budget > 0:
         page = await asyncio.to_thread(services.jobs.list, limit=min(page_size, budget), continuation=cursor)
-        for job in page.jobs:
-            view = await asyncio.to_thread(_job_view, services, job)
-            if view is None:
+        # One thread hop per page for the blob and index lookups, not one per job.
+        views = await asyncio.to_thread(_job_views, services, page.jobs)
+        for job, seen in zip(page.jobs, views, strict=True):
+            if seen is None:
                 continue
+            view = seen
             if orchestrations is not None and job.status.in_progress and job.instance_id:
-                view = replace(view, orchestration=await _lookup(orchestrations, job.instance_id))
+                view = replace(seen, orchestration=await _lookup(orchestrations, job.instance_id))
             await handle(view)
-            if collect:
-                report.collected_artifacts += await asyncio.to_thread(collect_artifacts, services, job, now)
+        if collect:
+            report.collected_artifacts += await asyncio.to_thread(_collect_page, services, page.jobs, now)
         report.seen["jobs"] += len(page.jobs)
         budget -= len(page.jobs)
         cursor = page.continuation
@@ -241,6 +244,14 @@ async def _lookup(orchestrations: Orchestrations, instance_id: str) -> Orchestra
     except IngestionError as error:
         log.warning("orchestration %s: state unknown: %s", instance_id, error.message)
         return None
+
+
+def _job_views(services: Services, jobs: list[Job]) -> list[DocView | None]:
+    return [_job_view(services, job) for job in jobs]
+
+
+def _collect_page(services: Services, jobs: list[Job], now: datetime) -> int:
+    return sum(collect_artifacts(services, job, now) for job in jobs)
 
 
 def _job_view(services: Services, job: Job) -> DocView | None:
@@ -269,19 +280,30 @@ async def _sweep_index(
         for chunk in chunks:
             by_doc.setdefault(chunk.doc_id, []).append((chunk.id, chunk.version))
             paths[chunk.doc_id] = chunk.path
-        for doc_id, held in by_doc.items():
-            job = await asyncio.to_thread(services.jobs.get, doc_id)
-            if job is not None and job.status is not JobStatus.DELETED:
-                continue  # a live job: the job sweep compares its chunks
-            try:
-                blob = await asyncio.to_thread(current_blob, services, paths[doc_id])
-            except PermanentError:
-                continue
-            await handle(DocView(doc_id, paths[doc_id], blob, job, tuple(held)), frozenset({Rule.ORPHAN_CHUNKS}))
+        for view in await asyncio.to_thread(_orphan_candidates, services, by_doc, paths):
+            await handle(view, frozenset({Rule.ORPHAN_CHUNKS}))
         report.seen["chunks"] += len(chunks)
         budget -= len(chunks)
         cursor = chunks[-1].id
     return cursor
+
+
+def _orphan_candidates(
+    services: Services, by_doc: dict[str, list[tuple[str, str]]], paths: dict[str, str]
+) -> list[DocView]:
+    """The page's documents without a live job (one query for the page's jobs), with their blobs."""
+    jobs = services.jobs.get_many(list(by_doc))
+    views = []
+    for doc_id, held in by_doc.items():
+        job = jobs.get(doc_id)
+        if job is not None and job.status is not JobStatus.DELETED:
+            continue  # a live job: the job sweep compares its chunks
+        try:
+            blob = current_blob(services, paths[doc_id])
+        except PermanentError:
+            continue
+        views.append(DocView(doc_id, paths[doc_id], blob, job, tuple(held)))
+    return views
 
 
 def _needs_client(action: Action) -> bool:

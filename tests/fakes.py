@@ -218,6 +218,9 @@ class InMemoryJobStore:
             found = self._docs.get(doc_id)
         return None if found is None else Job.from_payload(found[0], etag=found[1])
 
+    def get_many(self, doc_ids: Sequence[str]) -> dict[str, Job]:
+        return {doc_id: job for doc_id in doc_ids if (job := self.get(doc_id)) is not None}
+
     def create(self, job: Job) -> Job:
         with self._lock:
             self._maybe_fail()

@@ -239,3 +239,14 @@ def test_continuations_survive_ids_with_quotes_spaces_and_unicode(jobs: JobStore
         if (continuation := page.continuation) is None:
             break
     assert seen == sorted(ids)
+
+
+def test_get_many_returns_the_existing_jobs_by_id(jobs: JobStore) -> None:
+    """get_many reads many jobs at once (ids over several internal batches): the ones that exist."""
+    ids = [f"doc-{n:03d}" for n in range(230)]
+    for doc_id in ids[::2]:
+        jobs.create(make_job(doc_id))
+    found = jobs.get_many([*ids, "missing", ids[0]])
+    assert sorted(found) == ids[::2]
+    assert found[ids[0]] == jobs.get(ids[0])
+    assert jobs.get_many([]) == {}
