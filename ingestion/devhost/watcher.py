@@ -119,7 +119,12 @@ class BlobWatcher:
                 )
             )
         gone = (self._reported.keys() | self._before_restart.keys()) - snapshot.keys()
-        self._before_restart = {}
+        # Blobs reported before the restart that are still here stay in the saved state until they
+        # are reported again: saving only ``_reported`` (empty right after a start) would forget them,
+        # and after a crash before their re-report a deletion while the host is down would go unreported.
+        self._before_restart = {
+            path: etag for path, etag in self._before_restart.items() if path in snapshot and path not in self._reported
+        }
         for path in sorted(gone):
             self._reported.pop(path, None)
             events.append(blob_event(BLOB_DELETED, container=container, path=path, sequencer=self._sequencer.next()))
@@ -131,7 +136,8 @@ class BlobWatcher:
         if self._state_path is None:
             return
         scratch = self._state_path.with_suffix(".tmp")
-        scratch.write_text(json.dumps(self._reported))  # ASCII: names may hold undecodable bytes
+        known = self._before_restart | self._reported  # see _diff: not yet re-reported ones too
+        scratch.write_text(json.dumps(known))  # ASCII: names may hold undecodable bytes
         os.replace(scratch, self._state_path)
 
     def _run(self) -> None:

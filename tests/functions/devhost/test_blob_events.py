@@ -132,6 +132,24 @@ def test_files_deleted_while_the_host_was_down_are_reported_deleted(inbox: Folde
     assert kinds(BlobWatcher(inbox, lambda _event: None).poll()) == []  # without state nothing is known gone
 
 
+def test_a_crash_right_after_a_restart_forgets_no_file_the_state_knew(inbox: FolderBlobSource, tmp_path: Path) -> None:
+    """The first poll after a restart keeps the files not yet re-reported in the state, so a second
+    crash and a deletion while the host is down are still reported."""
+    state = tmp_path / "watcher.json"
+    first = BlobWatcher(inbox, lambda _event: None, state_path=state)
+    for name in ("a.txt", "b.txt", "c.txt"):
+        inbox.put(name, name.encode())
+    first.poll()
+    first.poll()  # all three reported and saved
+    inbox.delete("a.txt")  # while the host is down
+    second = BlobWatcher(inbox, lambda _event: None, state_path=state)
+    assert kinds(second.poll()) == [("BlobDeleted", "a.txt")]  # then the host crashes again
+    inbox.delete("b.txt")  # while it is down again
+    third = BlobWatcher(inbox, lambda _event: None, state_path=state)
+    assert kinds(third.poll()) == [("BlobDeleted", "b.txt")]
+    assert kinds(third.poll()) == [("BlobCreated", "c.txt")]
+
+
 def test_failed_listing_is_not_taken_for_deletions(inbox: FolderBlobSource) -> None:
     """A listing that raises skips the poll instead of reporting every blob deleted."""
 
