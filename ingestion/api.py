@@ -69,6 +69,7 @@ def report_payload(report: Report) -> dict[str, Any]:
         "by_rule": report.by_rule(),
         "seen": dict(report.seen),
         "finished_sweeps": report.finished_sweeps,
+        "failed_sweeps": report.failed_sweeps,
         "purged_histories": report.purged_histories,
         "collected_artifacts": report.collected_artifacts,
     }

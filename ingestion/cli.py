@@ -161,7 +161,8 @@ def _print_report(report: dict[str, Any], *, as_json: bool) -> int:
         print(f"{action['rule']:<19} {action['path']}: {action['reason']} -> {action['outcome']}")
     seen = ", ".join(f"{count} {what}" for what, count in report["seen"].items()) or "nothing"
     finished = ", ".join(report["finished_sweeps"]) or "none"
-    print(f"{len(report['actions'])} actions; read {seen}; sweeps finished: {finished}")
+    failed = ", ".join(report.get("failed_sweeps") or []) or "none"
+    print(f"{len(report['actions'])} actions; read {seen}; sweeps finished: {finished}; stopped by a fault: {failed}")
     return 0
 
 

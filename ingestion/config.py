@@ -111,7 +111,10 @@ class ReconcileSettings:
     """The reconciler (``ingestion/reconcile.py``): when it runs and how much one pass does."""
 
     schedule: str = "0 */5 * * * *"  # INGEST_RECONCILE_SCHEDULE: NCRONTAB, read by the timer binding
-    lease_s: float = 900.0  # INGEST_RECONCILE_LEASE_S: in progress with no progress this long = stuck
+    # INGEST_RECONCILE_LEASE_S: in progress with no progress this long = stuck. Neither the job nor
+    # the orchestration moves while an activity waits in Durable's queue, so this must exceed the
+    # worst queue wait under a backlog (activities themselves end within functionTimeout, 10 min).
+    lease_s: float = 3600.0
     settle_s: float = 120.0  # INGEST_RECONCILE_SETTLE_S: younger jobs may just be starting
     page_size: int = 500  # INGEST_RECONCILE_PAGE: items per listing request
     max_items: int = 20_000  # INGEST_RECONCILE_MAX_ITEMS: per sweep and pass; the next pass resumes

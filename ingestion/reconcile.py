@@ -9,8 +9,9 @@ and with random histories; ``reconcile_run`` gathers the views page by page and 
     missed_trigger         a blob with no job, or a version its job lacks   ingest it
     retry_due              ``retry_later`` and its time has come             re-drive (or needs_review
                                                                               after too many)
-    orchestration_lost     in progress, but its orchestration is gone,      terminate what is left,
-                           ended, or made no progress for a lease            re-drive from checkpoints
+    orchestration_lost     in progress, but its orchestration ended, or     terminate what is left,
+                           is missing or made no progress for a lease        re-drive from checkpoints
+                           (a Suspended one is a person's hold: left alone)
     index_mismatch         ``indexed`` but the index holds other chunks;    re-run (checkpoints make it
                            or chunks of a version that is not indexed        a re-persist), or purge
     blob_deleted           the blob is gone, the job does not say so         job ``deleted``, chunks out
@@ -22,16 +23,18 @@ and with random histories; ``reconcile_run`` gathers the views page by page and 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
 
-from ingestion.model import Job, JobStatus, chunk_ids_digest
+from ingestion.model import TRAIL_LIMIT, Job, JobStatus, TrailEntry, chunk_ids_digest
 from ingestion.ports import BlobInfo
 
 # The runtime statuses of an orchestration that will not move the job any further.
 ENDED = frozenset({"Completed", "Failed", "Terminated", "Canceled"})
 ACTIVE = frozenset({"Pending", "Running", "ContinuedAsNew"})
+# Held by a person (``suspend``): not stuck, and not the reconciler's to terminate.
+HELD = frozenset({"Suspended"})
 
 
 class Rule(StrEnum):
@@ -138,8 +141,8 @@ def _lost(view: DocView, job: Job, timing: Timing) -> Action | None:
                 view, Rule.ORCHESTRATION_LOST, f"{job.status} with no progress since {quiet_since.isoformat()}"
             )
         return None
-    if quiet_since > timing.now - timing.settle:
-        return None  # just registered or just moved: its orchestration may be starting
+    if _excused(orchestration, quiet_since, timing):
+        return None
     if orchestration.status is None or orchestration.status in ENDED:
         state = orchestration.status or "missing"
         reason = f"{job.status}, orchestration {orchestration.instance_id} is {state}"
@@ -149,6 +152,17 @@ def _lost(view: DocView, job: Job, timing: Timing) -> Action | None:
         reason = f"{job.status}, orchestration {orchestration.instance_id} {orchestration.status} but idle"
         return _action(view, Rule.ORCHESTRATION_LOST, f"{reason} since {last.isoformat()}", orchestration.instance_id)
     return None
+
+
+def _excused(orchestration: Orchestration, quiet_since: datetime, timing: Timing) -> bool:
+    """Whether the job may well be fine, whatever the instance's state says."""
+    if quiet_since > timing.now - timing.settle:
+        return True  # just registered or just moved: its orchestration may be starting
+    if orchestration.status in HELD:
+        return True  # suspended by a person, whatever its age
+    # Durable's status API answers 404 both for "no such instance" and for one still Pending (a
+    # start queued behind a backlog): only a lease of silence says the start was lost.
+    return orchestration.status is None and quiet_since > timing.now - timing.lease
 
 
 def _index_problem(job: Job, held: Sequence[tuple[str, str]]) -> str:
@@ -161,3 +175,10 @@ def _index_problem(job: Job, held: Sequence[tuple[str, str]]) -> str:
     if job.chunk_ids_digest and chunk_ids_digest(chunk_id for chunk_id, _ in held) != job.chunk_ids_digest:
         return "the index holds other chunk ids than the job recorded"
     return ""
+
+
+def noted(job: Job, at: datetime, note: str) -> Job:
+    """``job`` with ``note`` on its trail. Not a transition: its stage times, which its instance id
+    derives from (``triggers.instance_id_for``), stay as they are, so a duplicate event still names
+    the run already started; ``updated_at`` moves, which makes a pass that lists the job let it settle."""
+    return replace(job, updated_at=at, trail=(*job.trail, TrailEntry(at, job.status, note))[-TRAIL_LIMIT:])

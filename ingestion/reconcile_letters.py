@@ -7,6 +7,8 @@ forgotten; a letter whose handling fails stays for the next pass. A file whose v
 cannot be read ends ``needs_review`` with the reason (``plan_ingestion`` records it): that is the
 flag for a file that is itself the poison. The blob and job sweeps would find these files anyway;
 this rule handles them first and empties the dead-letter store, so operators see what is left.
+A letter is removed only once it was handled (a planned or failed one stays), and a store that
+cannot be read or written leaves the letters for the next pass without stopping this one.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from typing import TYPE_CHECKING
 from ingestion.errors import IngestionError
 from ingestion.model import DocumentRef
 from ingestion.ports import DeadLetter
-from ingestion.reconcile import Action, Rule
+from ingestion.reconcile import Action, Rule, noted
 from ingestion.services import Services
 from ingestion.stages.common import rewrite_job
 from ingestion.triggers import BLOB_DELETED, blob_from_subject, plan_ingestion, remove_blob
@@ -32,14 +34,19 @@ log = logging.getLogger(__name__)
 async def redrive_dead_letters(
     services: Services, orchestrations: Orchestrations | None, *, dry_run: bool, limit: int
 ) -> list[tuple[Action, str]]:
-    """Handle up to ``limit`` dead letters; ``(action, outcome)`` for each."""
+    """Handle up to ``limit`` dead letters; ``(action, outcome)`` for each. Never raises for a fault:
+    an unreachable dead-letter store must not stop the pass's sweeps (they find these files anyway)."""
     store = services.dead_letters
     if store is None:
         return []
-    letters = await asyncio.to_thread(store.list, limit)
+    try:
+        letters = await asyncio.to_thread(store.list, limit)
+    except IngestionError as error:
+        log.warning("dead letters unreadable, left for the next pass: %s", error.message)
+        return []
     results: list[tuple[Action, str]] = []
     done: set[str] = set()
-    failed: set[str] = set()
+    kept: set[str] = set()  # a stored letter may hold several events: it goes only when all are handled
     for letter in letters:
         try:
             container, path = blob_from_subject(letter.subject)
@@ -49,19 +56,27 @@ async def redrive_dead_letters(
             continue
         action = Action(Rule.DEAD_LETTER, DocumentRef(container, path).doc_id, path, _reason(letter))
         if dry_run or orchestrations is None:
+            kept.add(letter.key)  # planned, not handled
             results.append((action, "planned"))
             continue
         try:
             outcome = await _handle(services, orchestrations, letter, container, action)
         except IngestionError as error:
             outcome = f"failed: {error.kind}: {error.message}"
-            failed.add(letter.key)
+            kept.add(letter.key)
+        except Exception as error:  # a bug with one letter must not stop the others, nor the pass
+            log.exception("reconcile %s failed unexpectedly", action.describe())
+            outcome = f"failed: unexpected {type(error).__name__}: {error}"
+            kept.add(letter.key)
         else:
             done.add(letter.key)
         log.info("reconcile %s -> %s", action.describe(), outcome)
         results.append((action, outcome))
-    if not dry_run and (handled := done - failed):
-        await asyncio.to_thread(store.remove, handled)
+    if not dry_run and (handled := done - kept):
+        try:
+            await asyncio.to_thread(store.remove, handled)
+        except IngestionError as error:  # handling is idempotent: the next pass finds the work done
+            log.warning("handled dead letters not removed, left for the next pass: %s", error.message)
     return results
 
 
@@ -87,10 +102,8 @@ def _reason(letter: DeadLetter) -> str:
 
 
 def _note(services: Services, action: Action) -> None:
-    """Put the rule on the job's trail (when there is a job), so an operator sees why it moved."""
+    """Put the rule on the job's trail (when there is a job), so an operator sees why it moved. A note,
+    not a transition: a transition to the same status would move its stage time, and with it the
+    instance id a duplicate event derives, which would then start a second run of the same version."""
     note = f"reconcile: {action.rule}: {action.reason}"[:500]
-    rewrite_job(
-        services,
-        action.doc_id,
-        lambda job: None if job is None else job.transition(job.status, services.clock(), note),
-    )
+    rewrite_job(services, action.doc_id, lambda job: None if job is None else noted(job, services.clock(), note))

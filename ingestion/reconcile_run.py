@@ -14,7 +14,8 @@ Acting is claimed against the job document as it was seen (an ETag-guarded write
 rule on the job's trail without re-registering the job), and a re-drive is then written against
 the claimed ETag, so two reconcilers running at once, or a reconciler racing the pipeline, never
 act twice on one observation: the loser finds the document changed and leaves it to the next pass.
-A fault (or a bug) in one action fails that action only; the pass goes on and saves its cursors.
+A fault (or a bug) in one action fails that action only; a fault in a listing stops that sweep
+only, at the last page it finished; either way the pass goes on and saves its cursors.
 Finished orchestration histories older than the retention are purged.
 """
 
@@ -31,9 +32,9 @@ from typing import Any, Protocol, TypeVar
 
 from ingestion.errors import ConcurrencyError, IngestionError, PermanentError, TransientError
 from ingestion.jobs import current_blob
-from ingestion.model import TRAIL_LIMIT, DocumentRef, ErrorInfo, Job, JobStatus, TrailEntry
+from ingestion.model import DocumentRef, ErrorInfo, Job, JobStatus
 from ingestion.ports import BlobInfo
-from ingestion.reconcile import ACTIVE, ENDED, Action, DocView, Orchestration, Rule, Timing, decide
+from ingestion.reconcile import ACTIVE, ENDED, Action, DocView, Orchestration, Rule, Timing, decide, noted
 from ingestion.reconcile_letters import redrive_dead_letters
 from ingestion.retry import RetryCounts
 from ingestion.services import Services
@@ -119,6 +120,7 @@ class Report:
     purged_histories: int = 0
     collected_artifacts: int = 0
     finished_sweeps: list[str] = field(default_factory=list)
+    failed_sweeps: list[str] = field(default_factory=list)  # stopped by a fault, at their last finished page
 
     def by_rule(self) -> dict[str, int]:
         return dict(Counter(action.rule.value for action, _ in self.actions))
@@ -141,7 +143,7 @@ async def reconcile(services: Services, orchestrations: Orchestrations | None, *
         if not outcome:
             outcome = await _apply(services, orchestrations, action, timing)
         log.info("reconcile %s -> %s", action.describe(), outcome)
-        if not outcome.startswith(("planned", "skipped")):  # the metric counts what was done
+        if _counts(outcome):
             ACTIONS.add(action.rule.value)
         report.actions.append((action, outcome))
 
@@ -149,37 +151,59 @@ async def reconcile(services: Services, orchestrations: Orchestrations | None, *
         services, orchestrations, dry_run=dry_run, limit=settings.page_size
     ):
         done.add(action.doc_id)
-        ACTIONS.add(action.rule.value)
+        if _counts(outcome):
+            ACTIONS.add(action.rule.value)
         report.actions.append((action, outcome))
     budget = settings.max_items
-    cursors["blobs"] = await _sweep_blobs(services, cursors.get("blobs"), budget, handle, report)
-    cursors["jobs"] = await _sweep_jobs(
-        services,
-        orchestrations,
-        handle,
-        report,
-        cursor=cursors.get("jobs"),
-        budget=budget,
-        now=timing.now,
-        collect=not dry_run,
-    )
-    cursors["chunks"] = await _sweep_index(services, cursors.get("chunks"), budget, handle, report)
+    sweeps: dict[str, Callable[[], Awaitable[None]]] = {
+        "blobs": lambda: _sweep_blobs(services, cursors, budget, handle, report),
+        "jobs": lambda: _sweep_jobs(
+            services,
+            orchestrations,
+            handle,
+            report,
+            cursors=cursors,
+            budget=budget,
+            now=timing.now,
+            collect=not dry_run,
+        ),
+        "chunks": lambda: _sweep_index(services, cursors, budget, handle, report),
+    }
+    for name, sweep in sweeps.items():
+        try:
+            await sweep()
+        except IngestionError as error:
+            # A listing fault stops this sweep only, at the last page it finished (its cursor); the
+            # other sweeps, the cursors' saving and the history purge still happen, so one failing
+            # store cannot stop every pass at the same place.
+            log.warning("reconcile: the %s sweep stopped: %s; the next pass resumes there", name, error.message)
+            report.failed_sweeps.append(name)
     if not dry_run:
         _save_cursors(services, cursors)
         if orchestrations is not None:
             before = timing.now - timedelta(days=settings.history_retention_days)
-            report.purged_histories = await orchestrations.purge_ended(before)
+            try:
+                report.purged_histories = await orchestrations.purge_ended(before)
+            except IngestionError as error:
+                log.warning("reconcile: history purge failed, the next pass tries again: %s", error.message)
     return report
+
+
+def _counts(outcome: str) -> bool:
+    """Whether ``outcome`` is something done (the metric's count), not merely planned or skipped."""
+    return not outcome.startswith(("planned", "skipped"))
 
 
 Handle = Callable[..., Any]
 
 
 async def _sweep_blobs(
-    services: Services, cursor: str | None, budget: int, handle: Handle, report: Report
-) -> str | None:
+    services: Services, cursors: dict[str, str | None], budget: int, handle: Handle, report: Report
+) -> None:
+    """Up to ``budget`` blobs from ``cursors["blobs"]`` on; the cursor moves after every page."""
     container = services.blobs.container
     page_size = services.settings.reconcile.page_size
+    cursor = cursors.get("blobs")
     while budget > 0:
         try:
             page = await asyncio.to_thread(services.blobs.page, cursor, min(page_size, budget))
@@ -187,7 +211,7 @@ async def _sweep_blobs(
             if cursor is None:
                 raise
             log.warning("blob listing token refused (%s); the blob sweep starts over", error)
-            cursor = None
+            cursor = cursors["blobs"] = None
             continue
         # One round trip for the page's jobs, and one thread hop per page, not per blob.
         doc_ids = [DocumentRef(container, blob.path).doc_id for blob in page.blobs]
@@ -196,11 +220,10 @@ async def _sweep_blobs(
             await handle(DocView(doc_id, blob.path, blob, jobs.get(doc_id), ()), frozenset({Rule.MISSED_TRIGGER}))
         report.seen["blobs"] += len(page.blobs)
         budget -= len(page.blobs)
-        cursor = page.continuation
+        cursor = cursors["blobs"] = page.continuation
         if cursor is None:
             report.finished_sweeps.append("blobs")
-            return None
-    return cursor
+            return
 
 
 async def _sweep_jobs(
@@ -209,12 +232,14 @@ async def _sweep_jobs(
     handle: Handle,
     report: Report,
     *,
-    cursor: str | None,
+    cursors: dict[str, str | None],
     budget: int,
     now: datetime,
     collect: bool,
-) -> str | None:
+) -> None:
+    """Up to ``budget`` jobs from ``cursors["jobs"]`` on; the cursor moves after every page."""
     page_size = services.settings.reconcile.page_size
+    cursor = cursors.get("jobs")
     while budget > 0:
         page = await asyncio.to_thread(services.jobs.list, limit=min(page_size, budget), continuation=cursor)
         # One thread hop per page for the blob and index lookups, not one per job.
@@ -230,11 +255,10 @@ async def _sweep_jobs(
             report.collected_artifacts += await asyncio.to_thread(_collect_page, services, page.jobs, now)
         report.seen["jobs"] += len(page.jobs)
         budget -= len(page.jobs)
-        cursor = page.continuation
+        cursor = cursors["jobs"] = page.continuation
         if cursor is None:
             report.finished_sweeps.append("jobs")
-            return None
-    return cursor
+            return
 
 
 async def _lookup(orchestrations: Orchestrations, instance_id: str) -> Orchestration | None:
@@ -267,14 +291,17 @@ def _job_view(services: Services, job: Job) -> DocView | None:
 
 
 async def _sweep_index(
-    services: Services, cursor: str | None, budget: int, handle: Handle, report: Report
-) -> str | None:
+    services: Services, cursors: dict[str, str | None], budget: int, handle: Handle, report: Report
+) -> None:
+    """Up to ``budget`` chunks after ``cursors["chunks"]``; the cursor moves after every page."""
     page_size = services.settings.reconcile.page_size
+    cursor = cursors.get("chunks")
     while budget > 0:
         chunks = await asyncio.to_thread(services.index.chunks, cursor, min(page_size, budget))
         if not chunks:
+            cursors["chunks"] = None
             report.finished_sweeps.append("index")
-            return None
+            return
         by_doc: dict[str, list[tuple[str, str]]] = {}
         paths: dict[str, str] = {}
         for chunk in chunks:
@@ -284,8 +311,7 @@ async def _sweep_index(
             await handle(view, frozenset({Rule.ORPHAN_CHUNKS}))
         report.seen["chunks"] += len(chunks)
         budget -= len(chunks)
-        cursor = chunks[-1].id
-    return cursor
+        cursor = cursors["chunks"] = chunks[-1].id
 
 
 def _orphan_candidates(
@@ -371,16 +397,9 @@ def _not_started(services: Services, action: Action) -> str:
     return "nothing to start"
 
 
-def _noted(job: Job, at: datetime, note: str) -> Job:
-    """``job`` with ``note`` on its trail: not a transition, so its registration (the stage times
-    its instance id derives from) stays as it is; ``updated_at`` moves, which makes a pass that
-    lists the job after this write let it settle."""
-    return replace(job, updated_at=at, trail=(*job.trail, TrailEntry(at, job.status, note))[-TRAIL_LIMIT:])
-
-
 def _note_on_trail(services: Services, action: Action) -> None:
     note = f"reconcile: {action.rule}: {action.reason}"
-    rewrite_job(services, action.doc_id, lambda job: None if job is None else _noted(job, services.clock(), note))
+    rewrite_job(services, action.doc_id, lambda job: None if job is None else noted(job, services.clock(), note))
 
 
 def _claim(services: Services, action: Action) -> Job | None:
@@ -390,7 +409,7 @@ def _claim(services: Services, action: Action) -> Job | None:
         return None
     try:
         note = f"reconcile: {action.rule}: {action.reason}"
-        return services.jobs.replace(_noted(job, services.clock(), note))
+        return services.jobs.replace(noted(job, services.clock(), note))
     except ConcurrencyError:
         return None
 

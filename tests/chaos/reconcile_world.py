@@ -277,7 +277,7 @@ def build_services(tokenizer: Tokenizer, data_dir: Path, clock: FakeClock) -> Se
         data_dir=data_dir,
         limits=ParseLimits(isolation="inline", max_file_bytes=1_000_000),
         # Tiny pages: a few documents already cross page boundaries in every sweep.
-        reconcile=dataclasses.replace(defaults.reconcile, page_size=2),
+        reconcile=dataclasses.replace(defaults.reconcile, page_size=2, lease_s=900.0),  # Tick(1000) outlasts it
     )
     return Services(
         settings=settings,

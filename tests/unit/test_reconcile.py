@@ -153,9 +153,9 @@ def test_retry_later_is_redriven_when_its_time_has_come(retry_at: datetime | Non
 # ---------------------------------------------------------------- orchestration_lost
 
 
-@pytest.mark.parametrize("status", [None, "Completed", "Failed", "Terminated", "Canceled"])
-def test_an_in_progress_job_whose_orchestration_is_gone_or_ended_is_redriven(status: str | None) -> None:
-    """Nothing drives the job any more: re-drive it; there is nothing to terminate."""
+@pytest.mark.parametrize("status", ["Completed", "Failed", "Terminated", "Canceled"])
+def test_an_in_progress_job_whose_orchestration_has_ended_is_redriven(status: str) -> None:
+    """Nothing drives the job any more: re-drive it once it has settled; there is nothing to terminate."""
     orchestration = running(LONG_AGO, status)
     action = decide(view(blob(), job(JobStatus.PARSING, updated=NOW - SETTLE), (), orchestration), TIMING)
     assert action is not None
@@ -164,10 +164,21 @@ def test_an_in_progress_job_whose_orchestration_is_gone_or_ended_is_redriven(sta
     assert (status or "missing") in action.reason
 
 
-def test_a_missing_orchestration_is_excused_while_the_job_settles() -> None:
-    """A job just registered (or just moved) may not have its orchestration yet."""
-    fresh = job(JobStatus.QUEUED, updated=NOW - SETTLE + TICK)
-    assert decide(view(blob(), fresh, (), running(None, None)), TIMING) is None
+def test_a_missing_orchestration_may_still_be_pending_until_the_lease() -> None:
+    """Durable answers 404 for an instance that is not found *or still pending* (a start queued behind
+    a backlog): "missing" is only believed once the job has been quiet for a lease, not a settle."""
+    queued = job(JobStatus.QUEUED, updated=NOW - LEASE + TICK)
+    assert decide(view(blob(), queued, (), running(None, None)), TIMING) is None
+    action = decide(view(blob(), replace(queued, updated_at=NOW - LEASE), (), running(None, None)), TIMING)
+    assert action is not None
+    assert (action.rule, action.terminate) == (Rule.ORCHESTRATION_LOST, None)
+    assert "missing" in action.reason
+
+
+def test_a_suspended_orchestration_is_left_to_whoever_suspended_it() -> None:
+    """Suspending is a person's deliberate hold: however long it lasts, the reconciler does not terminate it."""
+    orchestration = running(LONG_AGO, "Suspended")
+    assert decide(view(blob(), job(JobStatus.EMBEDDING), (), orchestration), TIMING) is None
 
 
 @pytest.mark.parametrize("status", ["Running", "Pending", "ContinuedAsNew"])

@@ -5,17 +5,24 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+from collections.abc import Iterable
+from datetime import timedelta
 from pathlib import Path
 
+from ingestion import reconcile_run
 from ingestion.adapters.local_dead_letters import FileDeadLetters
+from ingestion.errors import TransientError
 from ingestion.model import DocumentRef, JobStatus
 from ingestion.pipeline import run_document
-from ingestion.reconcile import Orchestration
+from ingestion.ports import DeadLetter
+from ingestion.reconcile import Orchestration, Rule
 from ingestion.reconcile_letters import redrive_dead_letters
+from ingestion.reconcile_run import STATE_KEY, reconcile
 from ingestion.services import Services
 from ingestion.stages import StageRequest
-from ingestion.triggers import BLOB_CREATED, BLOB_DELETED, StartPlan
+from ingestion.triggers import BLOB_CREATED, BLOB_DELETED, StartPlan, instance_id_for
 from tests.fakes import InMemoryBlobSource
+from tests.unit.reconcile_helpers import InProcessOrchestrations
 
 
 class RunInline:
@@ -114,8 +121,6 @@ def test_a_letter_whose_handling_fails_stays_for_the_next_pass(services: Service
     letters = tmp_path / "poison-events.jsonl"
     poison(letters, BLOB_CREATED, "b.txt")
     services = with_letters(services, letters)
-    from ingestion.errors import TransientError  # noqa: PLC0415 -- the fault this test injects
-
     services.jobs.fail_next(1, TransientError("cosmos busy"))  # type: ignore[attr-defined]
     first = asyncio.run(redrive_dead_letters(services, RunInline(services), dry_run=False, limit=10))
     assert first[0][1].startswith("failed: transient")
@@ -136,3 +141,137 @@ def test_unreadable_lines_and_non_blob_subjects_do_not_stop_the_rest(services: S
     results = asyncio.run(redrive_dead_letters(services, RunInline(services), dry_run=False, limit=10))
     assert [outcome for _, outcome in results] == ["nothing to start"]  # the other container is not ours
     assert letters.read_text() == "{not json\n"
+
+
+class StoredLetters:
+    """Dead letters kept in memory, several events under one key as Event Grid's blobs hold them;
+    ``broken`` makes ``list`` fail, ``broken_remove`` makes ``remove`` fail, as an unreachable
+    container would."""
+
+    def __init__(self, letters: list[DeadLetter], broken: BaseException | None = None) -> None:
+        self.letters = letters
+        self.broken = broken
+        self.broken_remove: BaseException | None = None
+        self.removed: list[str] = []
+
+    def list(self, limit: int = 100) -> list[DeadLetter]:
+        if self.broken is not None:
+            raise self.broken
+        return [letter for letter in self.letters if letter.key not in self.removed][:limit]
+
+    def remove(self, keys: Iterable[str]) -> None:
+        if self.broken_remove is not None:
+            raise self.broken_remove
+        self.removed.extend(sorted(keys))
+
+
+class SlowToStart(InProcessOrchestrations):
+    """Starting takes a second of the clock (the round trip to Durable), and the run never begins."""
+
+    async def start(self, plan: StartPlan) -> bool:
+        self.services.clock.now += timedelta(seconds=1)  # type: ignore[attr-defined] -- the FakeClock
+        return await super().start(plan)
+
+
+def subject(blob: str, container: str = "uploads") -> str:
+    return f"/blobServices/default/containers/{container}/blobs/{blob}"
+
+
+def test_a_noted_letter_keeps_the_instance_id_of_the_run_it_started(services: Services, tmp_path: Path) -> None:
+    """The trail note is not a new registration: a duplicate BlobCreated arriving while the re-driven
+    run is still queued derives the same instance id, which Durable refuses, instead of a second run."""
+    blobs = services.blobs
+    assert isinstance(blobs, InMemoryBlobSource)
+    blobs.put("slow.txt", b"A long report that takes a while to get going. " * 20)
+    letters = tmp_path / "poison-events.jsonl"
+    poison(letters, BLOB_CREATED, "slow.txt")
+    services = with_letters(services, letters)
+    orchestrations = SlowToStart(services)
+    doc_id = DocumentRef("uploads", "slow.txt").doc_id
+    orchestrations.lose.add(doc_id)  # accepted, not yet running: the job stays queued
+    results = asyncio.run(redrive_dead_letters(services, orchestrations, dry_run=False, limit=10))
+    [started] = orchestrations.started
+    assert results[0][1] == f"started {started}"
+    job = services.jobs.get(doc_id)
+    assert job is not None and job.status is JobStatus.QUEUED
+    assert job.trail[-1].note.startswith("reconcile: dead_letter: ")
+    assert (job.instance_id, instance_id_for(job)) == (started, started)
+
+
+def test_a_letter_only_planned_is_not_removed_with_the_stored_letter_it_shares(services: Services) -> None:
+    """Without a Durable client nothing is re-driven: a stored letter holding a planned event and a
+    dropped one (not about a blob) stays, or the planned event would be lost unhandled."""
+    store = StoredLetters(
+        [
+            DeadLetter("batch-1.json", BLOB_CREATED, "/not/a/blob", "undeliverable", 3),
+            DeadLetter("batch-1.json", BLOB_CREATED, subject("a.txt"), "undeliverable", 3),
+            DeadLetter("batch-2.json", BLOB_CREATED, "/not/a/blob", "undeliverable", 3),
+        ]
+    )
+    services = dataclasses.replace(services, dead_letters=store)
+    results = asyncio.run(redrive_dead_letters(services, None, dry_run=False, limit=10))
+    assert [outcome for _, outcome in results] == ["planned"]
+    assert store.removed == ["batch-2.json"]
+
+
+def test_an_unreachable_dead_letter_store_does_not_stop_the_pass(services: Services) -> None:
+    """The dead-letter container is down (or misconfigured): the rule reports nothing and the pass's
+    sweeps still run and save their cursors, instead of every pass failing before it starts."""
+    services = dataclasses.replace(
+        services, dead_letters=StoredLetters([], broken=TransientError("dead letters unavailable (503)"))
+    )
+    blobs = services.blobs
+    assert isinstance(blobs, InMemoryBlobSource)
+    blobs.put("a.txt", b"Words about the harbour and the lantern. " * 20)
+    report = asyncio.run(reconcile(services, InProcessOrchestrations(services)))
+    assert [(action.rule, outcome.split(" ")[0]) for action, outcome in report.actions] == [
+        (Rule.MISSED_TRIGGER, "started")
+    ]
+    assert services.artifacts.exists(STATE_KEY)
+
+
+def test_a_failed_removal_keeps_the_handled_results(services: Services) -> None:
+    """Removing the handled letters fails: what was done is still reported, the pass goes on, and the
+    letter stays for the next pass, whose handling finds the work already done (it is idempotent)."""
+    store = StoredLetters([DeadLetter("batch-1.json", BLOB_DELETED, subject("gone.txt"), "undeliverable", 3)])
+    store.broken_remove = TransientError("dead letters unavailable (503)")
+    services = dataclasses.replace(services, dead_letters=store)
+    results = asyncio.run(redrive_dead_letters(services, RunInline(services), dry_run=False, limit=10))
+    assert [outcome for _, outcome in results] == ["deleted"]
+    assert store.removed == []
+    store.broken_remove = None
+    results = asyncio.run(redrive_dead_letters(services, RunInline(services), dry_run=False, limit=10))
+    assert [outcome for _, outcome in results] == ["deleted"]
+    assert store.removed == ["batch-1.json"]
+
+
+def test_a_dry_run_with_dead_letters_counts_nothing(services: Services, tmp_path: Path) -> None:
+    """A dry run reports dead letters as planned and leaves the per-rule metric as it was."""
+    letters = tmp_path / "poison-events.jsonl"
+    poison(letters, BLOB_CREATED, "a.txt")
+    services = with_letters(services, letters)
+    counted = reconcile_run.ACTIONS.snapshot()
+    report = asyncio.run(reconcile(services, InProcessOrchestrations(services), dry_run=True))
+    assert [(action.rule, outcome) for action, outcome in report.actions] == [(Rule.DEAD_LETTER, "planned")]
+    assert reconcile_run.ACTIONS.snapshot() == counted
+
+
+def test_a_bug_while_handling_one_letter_does_not_stop_the_others(services: Services) -> None:
+    """An unexpected exception for one letter is reported for it; the other letters are handled."""
+    blobs = services.blobs
+    assert isinstance(blobs, InMemoryBlobSource)
+    blobs.put("a.txt", b"First file with its own words. " * 20)
+    blobs.put("b.txt", b"Second file with other words. " * 20)
+    store = StoredLetters(
+        [
+            DeadLetter("1.json", BLOB_CREATED, subject("a.txt"), "undeliverable", 3),
+            DeadLetter("2.json", BLOB_CREATED, subject("b.txt"), "undeliverable", 3),
+        ]
+    )
+    services = dataclasses.replace(services, dead_letters=store)
+    orchestrations = InProcessOrchestrations(services)
+    orchestrations.fail_start[DocumentRef("uploads", "a.txt").doc_id] = RuntimeError("boom")
+    results = asyncio.run(redrive_dead_letters(services, orchestrations, dry_run=False, limit=10))
+    assert [outcome.split(" ")[0] for _, outcome in results] == ["failed:", "started"]
+    assert results[0][1] == "failed: unexpected RuntimeError: boom"
+    assert store.removed == ["2.json"]

@@ -18,11 +18,12 @@ import pytest
 from ingestion import reconcile_run
 from ingestion.errors import TransientError
 from ingestion.model import Chunk, DocumentRef, IndexRecord, Job, JobStatus, chunk_ids_digest
-from ingestion.reconcile import Rule
+from ingestion.ports import BlobPage
+from ingestion.reconcile import Orchestration, Rule
 from ingestion.reconcile_run import STATE_KEY, DurableOrchestrations, Orchestrations, Report, reconcile
 from ingestion.services import Services
 from ingestion.triggers import instance_id_for, plan_ingestion
-from tests.fakes import InMemoryJobStore
+from tests.fakes import InMemoryBlobSource, InMemoryJobStore
 from tests.unit.conftest import FakeClock
 from tests.unit.pipeline_helpers import blobs, embedder, indexed_versions, ingest, long_text
 from tests.unit.reconcile_helpers import InProcessOrchestrations, with_reconcile
@@ -283,7 +284,7 @@ def test_a_lost_orchestration_redriven_too_often_needs_review_and_leaves_the_ind
     register_without_running(services, "a.txt", OTHER_TEXT)
     results = []
     for _ in range(3):
-        later(clock, services.settings.reconcile.settle_s)
+        later(clock, services.settings.reconcile.lease_s)  # a missing instance may be pending until then
         results.append(outcomes(run_pass(services, orchestrations))[Rule.ORCHESTRATION_LOST, "a.txt"])
     assert [result.split(" ")[0] for result in results] == ["started", "started", "needs_review:"]
     assert len(orchestrations.lost) == 2
@@ -292,6 +293,33 @@ def test_a_lost_orchestration_redriven_too_often_needs_review_and_leaves_the_ind
     assert job.last_error is not None
     assert job.last_error.code == "orchestration_lost"
     assert services.index.count_for_doc(job.doc_id) == 0
+
+
+def test_a_start_still_pending_in_durable_is_not_redriven_before_the_lease(
+    services: Services, clock: FakeClock, orchestrations: InProcessOrchestrations
+) -> None:
+    """Under a backlog a started instance stays Pending, and Durable's status API answers 404 for it
+    as for a lost one: past the settle nothing happens; only after a lease of silence is it re-driven."""
+    pending = register_without_running(services, "a.txt", TEXT)  # started, not yet visible: 404
+    later(clock, services.settings.reconcile.settle_s)
+    assert run_pass(services, orchestrations).actions == []
+    assert orchestrations.polls[pending] == 1  # it was looked up, and answered "missing"
+    later(clock, services.settings.reconcile.lease_s - services.settings.reconcile.settle_s)
+    report = run_pass(services, orchestrations)
+    assert list(outcomes(report)) == [(Rule.ORCHESTRATION_LOST, "a.txt")]
+    assert_exact(services, "a.txt")
+
+
+def test_a_suspended_orchestration_is_not_terminated(
+    services: Services, clock: FakeClock, orchestrations: InProcessOrchestrations
+) -> None:
+    """An operator suspended the instance: however long it stays so, no pass terminates or re-drives it."""
+    held = register_without_running(services, "a.txt", TEXT)
+    orchestrations.states[held] = Orchestration(held, "Suspended", clock.now)
+    later(clock, 10 * services.settings.reconcile.lease_s)
+    assert run_pass(services, orchestrations).actions == []
+    assert (orchestrations.terminated, orchestrations.started) == ([], [])
+    assert job_of(services, "a.txt").status is JobStatus.QUEUED
 
 
 # ---------------------------------------------------------------- retry_later
@@ -401,7 +429,7 @@ def test_an_action_on_a_job_that_changed_since_it_was_seen_is_skipped(services: 
     services = dataclasses.replace(services, jobs=jobs)
     orchestrations = InProcessOrchestrations(services)
     register_without_running(services, "a.txt", TEXT)
-    later(clock, services.settings.reconcile.settle_s)
+    later(clock, services.settings.reconcile.lease_s)
 
     def pipeline_moves_on() -> None:
         job = job_of(services, "a.txt")
@@ -617,11 +645,56 @@ def test_an_unexpected_error_in_one_action_does_not_stop_the_pass(
     assert list(outcomes(later_report)) == []  # a.txt is registered: queued, and settling
 
 
+class FlakyBlobs(InMemoryBlobSource):
+    """Blobs whose listing fails once, on the page after ``pages_ok`` good ones (a 503, a timeout)."""
+
+    def __init__(self, pages_ok: int) -> None:
+        super().__init__()
+        self.pages_ok = pages_ok
+
+    def page(self, continuation: str | None = None, limit: int = 1000) -> BlobPage:
+        if self.pages_ok == 0:
+            self.pages_ok = -1
+            raise TransientError("blob listing unavailable (503)")
+        self.pages_ok -= 1
+        return super().page(continuation, limit)
+
+
+def test_a_sweep_that_faults_keeps_its_progress_and_the_pass_goes_on(services: Services) -> None:
+    """The blob listing fails on its third page: the pages before it count, the other sweeps and the
+    history purge still run, the cursors are saved, and the next pass resumes where the fault struck."""
+    flaky = FlakyBlobs(pages_ok=2)
+    services = with_reconcile(dataclasses.replace(services, blobs=flaky), page_size=2, max_items=100)
+    orchestrations = InProcessOrchestrations(services)
+    for n in range(6):
+        flaky.put(f"doc-{n:02}.txt", TEXT + f" Number {n}.".encode())
+    services.index.upsert([foreign_record("ghost", "ghost.txt", 0)])
+    first = run_pass(services, orchestrations)
+    assert sorted(action.path for action, _ in first.actions) == ["doc-00.txt", "doc-01.txt", "doc-02.txt",
+                                                                  "doc-03.txt", "ghost.txt"]  # fmt: skip
+    assert first.failed_sweeps == ["blobs"]
+    assert orchestrations.purged_before != []
+    assert json.loads(services.artifacts.get(STATE_KEY) or b"{}")["cursors"]["blobs"] == "doc-03.txt"
+    second = run_pass(services, orchestrations)
+    assert sorted(action.path for action, _ in second.actions) == ["doc-04.txt", "doc-05.txt"]
+    assert "blobs" in second.finished_sweeps
+
+
+def test_a_failing_history_purge_does_not_fail_the_pass(services: Services) -> None:
+    """Durable refuses the purge: the pass still returns its report, with nothing purged."""
+    client = RefusingDurableClient()
+    client.refuse_purge = True
+    report = run_pass(services, DurableOrchestrations(client))
+    assert (report.purged_histories, client.purges) == (0, 1)
+    assert services.artifacts.exists(STATE_KEY)
+
+
 class RefusingDurableClient:
     """Answers like the Durable HTTP API when the host is in trouble: bare ``Exception`` everywhere."""
 
     def __init__(self) -> None:
         self.purges = 0
+        self.refuse_purge = False
 
     async def start_new(self, name: str, instance_id: str, client_input: Any) -> str:
         raise Exception("The operation failed with an unexpected status code 503")  # as the SDK does
@@ -634,6 +707,8 @@ class RefusingDurableClient:
 
     async def purge_instance_history_by(self, **kwargs: Any) -> Any:
         self.purges += 1
+        if self.refuse_purge:
+            raise Exception("The operation failed with an unexpected status code 500")  # as the SDK does
         return None
 
 
