@@ -110,7 +110,9 @@ def decide(view: DocView, timing: Timing) -> Action | None:  # noqa: PLR0911 -- 
     if job.status.in_progress:
         return _lost(view, job, timing)
     if job.status is JobStatus.INDEXED:
-        problem = _index_problem(job, view.held)
+        # Azure AI Search is near real time: a listing just after persist may lag its writes.
+        fresh = job.updated_at > timing.now - timing.settle
+        problem = "" if fresh else _index_problem(job, view.held)
         return _action(view, Rule.INDEX_MISMATCH, problem) if problem else None
     if view.held:  # skipped or needs_review: the file no longer says what those chunks say
         return _action(view, Rule.INDEX_MISMATCH, f"{len(view.held)} chunks of a document that is {job.status}")

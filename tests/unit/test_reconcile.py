@@ -235,6 +235,16 @@ def test_an_indexed_job_whose_index_differs_is_repaired(chunks: tuple[tuple[str,
     assert expected in action.reason
 
 
+def test_a_job_indexed_moments_ago_is_not_judged_by_a_listing_that_may_lag() -> None:
+    """AI Search is near real time: within the settle time a short listing is not a mismatch yet."""
+    fresh = replace(indexed(), updated_at=NOW - SETTLE + TICK)
+    assert decide(view(blob(), fresh, held(IDS[:2])), TIMING) is None
+    settled = replace(indexed(), updated_at=NOW - SETTLE)
+    action = decide(view(blob(), settled, held(IDS[:2])), TIMING)
+    assert action is not None
+    assert action.rule is Rule.INDEX_MISMATCH
+
+
 def test_an_indexed_job_without_a_recorded_digest_is_checked_by_count() -> None:
     """Jobs indexed before digests were recorded: the count and the versions still decide."""
     assert decide(view(blob(), replace(indexed(), chunk_ids_digest=None), held(("x", "y", "z"))), TIMING) is None

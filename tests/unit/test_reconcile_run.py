@@ -24,8 +24,9 @@ from ingestion.reconcile_run import STATE_KEY, DurableOrchestrations, Orchestrat
 from ingestion.services import Services
 from ingestion.triggers import instance_id_for, plan_ingestion
 from tests.fakes import InMemoryBlobSource, InMemoryJobStore
+from tests.unit import pipeline_helpers
 from tests.unit.conftest import FakeClock
-from tests.unit.pipeline_helpers import blobs, embedder, indexed_versions, ingest, long_text
+from tests.unit.pipeline_helpers import blobs, embedder, indexed_versions, long_text
 from tests.unit.reconcile_helpers import InProcessOrchestrations, with_reconcile
 
 TEXT = b"The harbour lantern glows over the copper meadow. Violins play near the glacier orchard."
@@ -50,6 +51,15 @@ def job_of(services: Services, path: str) -> Job:
 
 def outcomes(report: Report) -> dict[tuple[Rule, str], str]:
     return {(action.rule, action.path): outcome for action, outcome in report.actions}
+
+
+def ingest(services: Services, path: str, data: bytes) -> Job:
+    """Ingest ``path``, then let the settle time pass: the reconciler leaves fresh work alone."""
+    job = pipeline_helpers.ingest(services, path, data)
+    clock = services.clock
+    assert isinstance(clock, FakeClock)
+    later(clock, services.settings.reconcile.settle_s + 1)
+    return job
 
 
 def later(clock: FakeClock, seconds: float) -> None:
@@ -450,7 +460,14 @@ def test_a_second_reconciler_acting_right_after_a_claim_does_not_make_the_first_
     damaged = ingest(services, "long.txt", LONG)
     services.index.delete([next(iter(services.index.ids_for_doc(damaged.doc_id)))[0]])
     second: list[Report] = []
-    jobs.after_claim = lambda _: second.append(run_pass(services, orchestrations))
+
+    def second_pass(_: Job) -> None:  # a little later: our claim is no longer fresh to it
+        clock = services.clock
+        assert isinstance(clock, FakeClock)
+        later(clock, services.settings.reconcile.settle_s + 1)
+        second.append(run_pass(services, orchestrations))
+
+    jobs.after_claim = second_pass
     first = run_pass(services, orchestrations)
     assert next(iter(outcomes(second[0]).values())).startswith("started ")
     assert outcomes(first) == {(Rule.INDEX_MISMATCH, "long.txt"): "skipped: the job changed since it was claimed"}
@@ -551,9 +568,9 @@ def test_old_versions_artifacts_are_collected_after_the_retention(
 ) -> None:
     """The replaced version's checkpoints go once the job has been finished for the retention period;
     the current version's stay; a deleted document's go entirely."""
-    first = ingest(services, "a.txt", TEXT)
-    current = ingest(services, "a.txt", OTHER_TEXT)
-    gone = ingest(services, "gone.txt", TEXT)
+    first = pipeline_helpers.ingest(services, "a.txt", TEXT)
+    current = pipeline_helpers.ingest(services, "a.txt", OTHER_TEXT)
+    gone = pipeline_helpers.ingest(services, "gone.txt", TEXT)
     blobs(services).delete("gone.txt")
     run_pass(services, orchestrations)  # the deletion
     assert first.version.content_hash is not None
