@@ -26,7 +26,7 @@ from ingestion.stages.common import rewrite_job
 from ingestion.triggers import BLOB_DELETED, blob_from_subject, plan_ingestion, remove_blob
 
 if TYPE_CHECKING:
-    from ingestion.reconcile_run import Orchestrations
+    from ingestion.reconcile_apply import Orchestrations
 
 log = logging.getLogger(__name__)
 

@@ -20,7 +20,7 @@ the production entry points, so a history replays exactly:
 - transient faults are armed on the fakes' hooks (job store writes, writes to one status, index
   requests, index keys, embedder, blob reads) and stay armed until consumed or ``heal``; the index
   may also lose a chunk or gain a stray one (``Damage``), which only the reconciler's index rules see;
-- the reconciler runs over ``reconcile_run.DurableOrchestrations`` on the same fake client, during
+- the reconciler runs over ``reconcile_apply.DurableOrchestrations`` on the same fake client, during
   the history (faults and all) and at the end (``converge``), after the faults stop. While a pass
   ``races`` the host, queued runs run whenever the pass asks about an instance, and a terminated
   instance's in-flight activity still lands (``terminate`` does not stop running activities).

@@ -25,7 +25,7 @@ from ingestion.triggers import StartPlan
 
 
 class InProcessOrchestrations:
-    """``reconcile_run.Orchestrations`` in process: records starts, terminations and purges."""
+    """``reconcile_apply.Orchestrations`` in process: records starts, terminations and purges."""
 
     def __init__(self, services: Services) -> None:
         self.services = services
