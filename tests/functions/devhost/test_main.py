@@ -89,3 +89,27 @@ def test_cli_ingest_says_it_needs_the_embedded_profile(
         cli.main(["ingest", str(tmp_path)])
     assert exited.value.code == 2
     assert "needs the embedded profile" in capsys.readouterr().err
+
+
+def test_cli_reconcile_dry_run_prints_the_plan_and_changes_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A file nobody's trigger saw: --dry-run names the rule and the file, and creates no job."""
+    inbox, data = tmp_path / "inbox", tmp_path / "data"
+    inbox.mkdir()
+    (inbox / "unseen.txt").write_text("A file whose event was lost.")
+    monkeypatch.setenv("INGEST_INBOX_DIR", str(inbox))
+    monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(tmp_path / "tiktoken"))
+    assert cli.main(["--data-dir", str(data), "reconcile", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "missed_trigger      unseen.txt: a blob without a job -> planned" in out
+    assert "1 actions; read 1 blobs" in out
+    assert cli.main(["--data-dir", str(data), "status", "--json"]) == 0
+    assert capsys.readouterr().out.strip() == ""  # still no job
+
+
+def test_cli_reconcile_without_a_host_says_what_it_needs() -> None:
+    """Applying needs a Durable client: without --url or --dry-run the CLI says so (exit 2)."""
+    with pytest.raises(SystemExit) as exited:
+        cli.main(["reconcile"])
+    assert exited.value.code == 2
