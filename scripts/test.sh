@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# The whole test suite: linters, type checker, then every test (unit, functions, integration,
-# corpus). Extra arguments go to pytest, e.g. scripts/test.sh -k chunking
+# The whole test suite: linters, type checker, then every test (unit, functions, integration on
+# the emulators, chaos, corpus). It installs what it needs: .venv/ (pip) and node_modules/ (npm ci:
+# Azurite and the Cosmos DB emulator, which the tests start themselves on 127.0.0.1).
+# Extra arguments go to pytest, e.g. scripts/test.sh -k chunking
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/bootstrap.sh dev
