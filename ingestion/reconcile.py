@@ -80,6 +80,11 @@ class Action:
     def describe(self) -> str:
         return f"{self.rule}: {self.path}: {self.reason}"
 
+    @property
+    def note(self) -> str:
+        """What acting on it puts on the job's trail."""
+        return f"reconcile: {self.rule}: {self.reason}"
+
 
 @dataclass(frozen=True)
 class Timing:

@@ -121,7 +121,7 @@ async def _carry_out(services: Services, orchestrations: Orchestrations | None, 
     if action.rule is Rule.ORPHAN_CHUNKS or purge_only:
         purge = _purge_orphan if action.rule is Rule.ORPHAN_CHUNKS else _purge_not_indexed
         return f"purged {await asyncio.to_thread(purge, services, action)} chunks"
-    assert orchestrations is not None  # _needs_client: runs without one stop at "planned"
+    assert orchestrations is not None  # needs_client: runs without one stop at "planned"
     return await _redrive(services, orchestrations, action, claimed)
 
 
@@ -142,7 +142,12 @@ async def _redrive(services: Services, orchestrations: Orchestrations, action: A
     if plan is None:
         return await asyncio.to_thread(_not_started, services, action)
     if claimed is None:  # no job was there to claim: the one just registered carries the rule
-        await asyncio.to_thread(_note_on_trail, services, action)
+        await asyncio.to_thread(note_on_trail, services, action.doc_id, action.note)
+    return await start_run(orchestrations, plan)
+
+
+async def start_run(orchestrations: Orchestrations, plan: StartPlan) -> str:
+    """Start the plan's orchestration; the outcome for the report."""
     started = await orchestrations.start(plan)
     return f"started {plan.instance_id}" if started else f"{plan.instance_id} already running"
 
@@ -156,9 +161,11 @@ def _not_started(services: Services, action: Action) -> str:
     return "nothing to start"
 
 
-def _note_on_trail(services: Services, action: Action) -> None:
-    note = f"reconcile: {action.rule}: {action.reason}"
-    rewrite_job(services, action.doc_id, lambda job: None if job is None else noted(job, services.clock(), note))
+def note_on_trail(services: Services, doc_id: str, note: str) -> None:
+    """Put ``note`` on the job's trail (when there is a job), so an operator sees why it moved. A note,
+    not a transition: a transition to the same status would move its stage time, and with it the
+    instance id a duplicate event derives, which would then start a second run of the same version."""
+    rewrite_job(services, doc_id, lambda job: None if job is None else noted(job, services.clock(), note))
 
 
 def _claim(services: Services, action: Action) -> Job | None:
@@ -167,8 +174,7 @@ def _claim(services: Services, action: Action) -> Job | None:
     if job is None or job.etag != action.job_etag:
         return None
     try:
-        note = f"reconcile: {action.rule}: {action.reason}"
-        return services.jobs.replace(noted(job, services.clock(), note))
+        return services.jobs.replace(noted(job, services.clock(), action.note))
     except ConcurrencyError:
         return None
 

@@ -15,18 +15,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING
 
 from ingestion.errors import IngestionError
 from ingestion.model import DocumentRef
 from ingestion.ports import DeadLetter
-from ingestion.reconcile import Action, Rule, noted
+from ingestion.reconcile import Action, Rule
+from ingestion.reconcile_apply import Orchestrations, note_on_trail, start_run
 from ingestion.services import Services
-from ingestion.stages.common import rewrite_job
 from ingestion.triggers import BLOB_DELETED, blob_from_subject, plan_ingestion, remove_blob
-
-if TYPE_CHECKING:
-    from ingestion.reconcile_apply import Orchestrations
 
 log = logging.getLogger(__name__)
 
@@ -87,23 +83,12 @@ async def _handle(
         outcome = await asyncio.to_thread(remove_blob, services, container, action.path)
     else:
         plan = await asyncio.to_thread(plan_ingestion, services, container, action.path)
-        if plan is None:
-            outcome = "nothing to start"
-        else:
-            started = await orchestrations.start(plan)
-            outcome = f"started {plan.instance_id}" if started else f"{plan.instance_id} already running"
-    await asyncio.to_thread(_note, services, action)
+        outcome = "nothing to start" if plan is None else await start_run(orchestrations, plan)
+    # A letter's reason quotes the event's own, which may be long: the trail keeps its head.
+    await asyncio.to_thread(note_on_trail, services, action.doc_id, action.note[:500])
     return outcome
 
 
 def _reason(letter: DeadLetter) -> str:
     kind = letter.event_type.rsplit(".", 1)[-1] or "event"
     return f"{kind} dead-lettered after {letter.attempts} attempts: {letter.reason}"
-
-
-def _note(services: Services, action: Action) -> None:
-    """Put the rule on the job's trail (when there is a job), so an operator sees why it moved. A note,
-    not a transition: a transition to the same status would move its stage time, and with it the
-    instance id a duplicate event derives, which would then start a second run of the same version."""
-    note = f"reconcile: {action.rule}: {action.reason}"[:500]
-    rewrite_job(services, action.doc_id, lambda job: None if job is None else noted(job, services.clock(), note))

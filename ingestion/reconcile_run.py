@@ -75,26 +75,28 @@ async def reconcile(services: Services, orchestrations: Orchestrations | None, *
     report = Report()
     done: set[str] = set()  # a document acted on once per pass, whichever sweep saw it first
 
+    def record(action: Action, outcome: str) -> None:
+        done.add(action.doc_id)
+        if _counts(outcome):
+            ACTIONS.add(action.rule.value)
+        report.actions.append((action, outcome))
+
     async def handle(view: DocView, rules: frozenset[Rule] | None = None) -> None:
         action = decide(view, timing)
         if action is None or action.doc_id in done or (rules is not None and action.rule not in rules):
             return
         done.add(action.doc_id)
-        outcome = "planned" if dry_run or (orchestrations is None and needs_client(action)) else ""
-        if not outcome:
+        if dry_run or (orchestrations is None and needs_client(action)):
+            outcome = "planned"
+        else:
             outcome = await apply(services, orchestrations, action, timing)
         log.info("reconcile %s -> %s", action.describe(), outcome)
-        if _counts(outcome):
-            ACTIONS.add(action.rule.value)
-        report.actions.append((action, outcome))
+        record(action, outcome)
 
     for action, outcome in await redrive_dead_letters(
         services, orchestrations, dry_run=dry_run, limit=settings.page_size
     ):
-        done.add(action.doc_id)
-        if _counts(outcome):
-            ACTIONS.add(action.rule.value)
-        report.actions.append((action, outcome))
+        record(action, outcome)
     budget = settings.max_items
     sweeps: dict[str, Callable[[], Awaitable[None]]] = {
         "blobs": lambda: _sweep_blobs(services, cursors, budget, handle, report),

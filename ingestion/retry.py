@@ -61,7 +61,7 @@ def jitter_for(*parts: str) -> float:
 
 
 class RetryCounts:
-    """Thread-safe counts of the retries each SDK made (``service -> count``)."""
+    """Thread-safe counts by name: the retries each SDK made (``SDK_RETRIES``), the reconciler's actions."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
