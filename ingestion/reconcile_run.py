@@ -110,7 +110,7 @@ async def reconcile(services: Services, orchestrations: Orchestrations | None, *
             now=timing.now,
             collect=not dry_run,
         ),
-        "chunks": lambda: _sweep_index(services, cursors, budget, handle, report),
+        "index": lambda: _sweep_index(services, cursors, budget, handle, report),
     }
     for name, sweep in sweeps.items():
         try:
