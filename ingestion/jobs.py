@@ -24,6 +24,7 @@ class Registration:
     job: Job
     start: bool  # whether this version needs a run now
     reason: str
+    gave_up: bool = False  # re-driven too often: the job now needs review
 
 
 def register_version(services: Services, ref: DocumentRef, version: DocumentVersion) -> Registration:
@@ -66,7 +67,8 @@ def _same_version(services: Services, job: Job) -> Registration:
         if job.redrives >= services.settings.max_redrives:
             error = job.last_error
             note = f"gave up after {job.redrives} re-drives" + (f": {error.code}" if error else "")
-            return Registration(services.jobs.replace(job.transition(JobStatus.NEEDS_REVIEW, now, note)), False, note)
+            needs_review = services.jobs.replace(job.transition(JobStatus.NEEDS_REVIEW, now, note))
+            return Registration(needs_review, start=False, reason=note, gave_up=True)
         redriven = job.transition(JobStatus.QUEUED, now, f"re-drive {job.redrives + 1}", redrives=job.redrives + 1)
         return Registration(services.jobs.replace(redriven), start=True, reason="re-drive")
     if job.status is JobStatus.DELETED:  # registered from a blob that exists: it came back

@@ -153,10 +153,9 @@ async def start_run(orchestrations: Orchestrations, plan: StartPlan) -> str:
 
 
 def _not_started(services: Services, action: Action) -> str:
-    """Why registering started nothing; a re-drive that gave up takes the document's chunks out."""
+    """Why registering started nothing (a re-drive that gave up: registering purged its chunks)."""
     job = services.jobs.get(action.doc_id)
     if action.rule is Rule.RETRY_DUE and job is not None and job.status is JobStatus.NEEDS_REVIEW:
-        purge_document(services, action.doc_id)  # as finalize does for a version that needs review
         return "needs_review: re-driven too often"
     return "nothing to start"
 

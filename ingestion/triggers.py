@@ -75,6 +75,8 @@ def plan_ingestion(services: Services, container: str, path: str) -> StartPlan |
         log.info("%s/%s is already gone; the deletion event handles it", container, path)
         return None
     registration = register_version(services, ref, blob.version)
+    if registration.gave_up:  # needs review now: its chunks leave the index, as finalize does
+        purge_document(services, registration.job.doc_id)
     if not registration.start:
         log.info("%s: no run needed (%s)", registration.job.doc_id, registration.reason)
         return None
