@@ -31,8 +31,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from azure.core.pipeline.transport import HttpRequest, HttpResponse, RequestsTransport
-from azure.cosmos import CosmosClient, PartitionKey
+from azure.core.pipeline.transport import HttpRequest, HttpResponse, HttpTransport, RequestsTransport
+from azure.cosmos import ContainerProxy, CosmosClient, PartitionKey
 
 from ingestion.adapters.cosmos_jobs import PARTITION_KEY_PATH, CosmosJobStore, connect_jobs
 from ingestion.ports import JobStore
@@ -56,28 +56,40 @@ class CosmosEmulator:
         """A plain client for test set-up (creating and deleting databases); close it after use."""
         return CosmosClient(self.endpoint, self.key, enable_endpoint_discovery=False)
 
+    def jobs(
+        self, database: str, container: str = JOBS_CONTAINER, transport: HttpTransport[Any, Any] | None = None
+    ) -> ContainerProxy:
+        """A jobs container on the emulator, connected as production connects (``connect_jobs``)."""
+        return connect_jobs(
+            endpoint=self.endpoint,
+            database=database,
+            container=container,
+            key=self.key,
+            endpoint_discovery=False,
+            transport=transport,
+        )
+
 
 class EmulatorTransport(RequestsTransport):
     """The default transport, with the emulator's 500 for a missing item turned into Cosmos DB's 404."""
 
     def send(self, request: HttpRequest, **kwargs: Any) -> HttpResponse:  # type: ignore[override]
         response = super().send(request, **kwargs)
-        if _is_missing_item(request, response):
+        if request.method == "GET" and response.status_code == 500 and is_missing_item(request.url, response.body()):
             response.status_code = 404
             response.reason = "Not Found"
         return response
 
 
-def _is_missing_item(request: HttpRequest, response: HttpResponse) -> bool:
-    if request.method != "GET" or response.status_code != 500:
-        return False
-    if not _ITEM_PATH.search(urllib.parse.urlsplit(request.url).path):
+def is_missing_item(url: str, body: bytes) -> bool:
+    """Whether a 500 to a GET of ``url`` is the emulator's answer for an item that does not exist."""
+    if not _ITEM_PATH.search(urllib.parse.urlsplit(url).path):
         return False
     try:
-        body = json.loads(response.body())
+        parsed = json.loads(body)
     except ValueError:
         return False
-    return isinstance(body, dict) and body.get("message") == _MISSING_ITEM_MESSAGE
+    return isinstance(parsed, dict) and parsed.get("message") == _MISSING_ITEM_MESSAGE
 
 
 def _answers(url: str) -> bool:
@@ -120,14 +132,6 @@ def cosmos_job_store(request: pytest.FixtureRequest) -> Iterator[JobStore]:
     """A ``CosmosJobStore`` on a fresh container, built as production builds it (``connect_jobs``)."""
     emulator: CosmosEmulator = request.getfixturevalue("cosmos_emulator")
     with fresh_database(emulator) as database, EmulatorTransport() as transport:
-        container = connect_jobs(
-            endpoint=emulator.endpoint,
-            database=database,
-            container=JOBS_CONTAINER,
-            key=emulator.key,
-            endpoint_discovery=False,
-            transport=transport,
-        )
-        store = CosmosJobStore(container)
+        store = CosmosJobStore(emulator.jobs(database, transport=transport))
         store.check()
         yield store

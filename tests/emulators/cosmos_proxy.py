@@ -12,14 +12,13 @@ to the client. The emulator never throttles or fails; ``fail_next`` makes the pr
 from __future__ import annotations
 
 import http.client
-import json
 import threading
 import urllib.parse
 from collections import deque
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from tests.emulators.cosmos import _ITEM_PATH, _MISSING_ITEM_MESSAGE
+from tests.emulators.cosmos import is_missing_item
 from tests.emulators.process import HOST
 
 _HOP_BY_HOP = frozenset({"connection", "keep-alive", "transfer-encoding", "te", "upgrade", "proxy-connection"})
@@ -103,7 +102,7 @@ class CosmosProxy:
                     reply_headers = [(k, v) for k, v in response.getheaders() if k.lower() not in _HOP_BY_HOP]
                 finally:
                     connection.close()
-                if self.command == "GET" and status == 500 and _missing_item(self.path, payload):
+                if self.command == "GET" and status == 500 and is_missing_item(self.path, payload):
                     status, reason = 404, "Not Found"
                 self._answer(status, dict(reply_headers), payload, reason)
 
@@ -122,13 +121,3 @@ class CosmosProxy:
                 """Quiet: the tests read the application's logs, not the proxy's."""
 
         return Forward
-
-
-def _missing_item(path: str, payload: bytes) -> bool:
-    if not _ITEM_PATH.search(urllib.parse.urlsplit(path).path):
-        return False
-    try:
-        body = json.loads(payload)
-    except ValueError:
-        return False
-    return isinstance(body, dict) and body.get("message") == _MISSING_ITEM_MESSAGE

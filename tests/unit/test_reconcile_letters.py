@@ -13,39 +13,14 @@ from ingestion import reconcile_run
 from ingestion.adapters.local_dead_letters import FileDeadLetters
 from ingestion.errors import TransientError
 from ingestion.model import DocumentRef, JobStatus
-from ingestion.pipeline import run_document
 from ingestion.ports import DeadLetter
-from ingestion.reconcile import Orchestration, Rule
+from ingestion.reconcile import Action, Rule
 from ingestion.reconcile_letters import redrive_dead_letters
 from ingestion.reconcile_run import STATE_KEY, reconcile
 from ingestion.services import Services
-from ingestion.stages import StageRequest
 from ingestion.triggers import BLOB_CREATED, BLOB_DELETED, StartPlan, instance_id_for
 from tests.fakes import InMemoryBlobSource
 from tests.unit.reconcile_helpers import InProcessOrchestrations
-
-
-class RunInline:
-    """Orchestrations that run a started plan to the end, in process."""
-
-    def __init__(self, services: Services) -> None:
-        self.services = services
-        self.started: list[str] = []
-
-    async def state(self, instance_id: str) -> Orchestration:
-        return Orchestration(instance_id, "Completed" if instance_id in self.started else None)
-
-    async def start(self, plan: StartPlan) -> bool:
-        self.started.append(plan.instance_id)
-        request = StageRequest.from_payload(plan.input["request"])
-        await asyncio.to_thread(run_document, self.services, request)
-        return True
-
-    async def terminate(self, instance_id: str, reason: str) -> None:
-        """Nothing runs in the background here."""
-
-    async def purge_ended(self, before: object) -> int:
-        return 0
 
 
 def poison(path: Path, event_type: str, blob: str, *, container: str = "uploads") -> None:
@@ -64,15 +39,25 @@ def with_letters(services: Services, path: Path) -> Services:
     return dataclasses.replace(services, dead_letters=FileDeadLetters(path))
 
 
-def test_a_poisoned_created_event_is_ingested_and_forgotten(services: Services, tmp_path: Path) -> None:
-    """A BlobCreated the starter gave up on: the file is ingested, the letter removed, the trail says why."""
+def poisoned_upload(services: Services, tmp_path: Path, blob: str, content: bytes) -> tuple[Services, Path]:
+    """``blob`` uploaded and its BlobCreated dead-lettered: the services reading that letter, and its file."""
     blobs = services.blobs
     assert isinstance(blobs, InMemoryBlobSource)
-    blobs.put("report.txt", b"Quarterly revenue grew in the north. " * 20)
+    blobs.put(blob, content)
     letters = tmp_path / "poison-events.jsonl"
-    poison(letters, BLOB_CREATED, "report.txt")
-    services = with_letters(services, letters)
-    results = asyncio.run(redrive_dead_letters(services, RunInline(services), dry_run=False, limit=10))
+    poison(letters, BLOB_CREATED, blob)
+    return with_letters(services, letters), letters
+
+
+def redrive(services: Services) -> list[tuple[Action, str]]:
+    """One re-drive of the dead letters, each started run carried out in process."""
+    return asyncio.run(redrive_dead_letters(services, InProcessOrchestrations(services), dry_run=False, limit=10))
+
+
+def test_a_poisoned_created_event_is_ingested_and_forgotten(services: Services, tmp_path: Path) -> None:
+    """A BlobCreated the starter gave up on: the file is ingested, the letter removed, the trail says why."""
+    services, letters = poisoned_upload(services, tmp_path, "report.txt", b"Quarterly revenue grew in the north. " * 20)
+    results = redrive(services)
     assert [(action.rule.value, action.path) for action, _ in results] == [("dead_letter", "report.txt")]
     assert results[0][1].startswith("started ")
     job = services.jobs.get(DocumentRef("uploads", "report.txt").doc_id)
@@ -85,18 +70,14 @@ def test_a_poisoned_created_event_is_ingested_and_forgotten(services: Services, 
 
 def test_a_poisoned_deleted_event_removes_the_document(services: Services, tmp_path: Path) -> None:
     """A BlobDeleted that never got handled: the job ends deleted and its chunks leave the index."""
-    blobs = services.blobs
-    assert isinstance(blobs, InMemoryBlobSource)
-    blobs.put("old.txt", b"Text that will be deleted soon enough. " * 20)
-    letters = tmp_path / "poison-events.jsonl"
-    poison(letters, BLOB_CREATED, "old.txt")
-    services = with_letters(services, letters)
-    asyncio.run(redrive_dead_letters(services, RunInline(services), dry_run=False, limit=10))
+    services, letters = poisoned_upload(services, tmp_path, "old.txt", b"Text that will be deleted soon enough. " * 20)
+    redrive(services)
     doc_id = DocumentRef("uploads", "old.txt").doc_id
     assert services.index.count_for_doc(doc_id) > 0
-    blobs.delete("old.txt")
+    assert isinstance(services.blobs, InMemoryBlobSource)
+    services.blobs.delete("old.txt")
     poison(letters, BLOB_DELETED, "old.txt")
-    results = asyncio.run(redrive_dead_letters(services, RunInline(services), dry_run=False, limit=10))
+    results = redrive(services)
     assert [outcome for _, outcome in results] == ["deleted"]
     job = services.jobs.get(doc_id)
     assert job is not None and job.status is JobStatus.DELETED
@@ -115,17 +96,12 @@ def test_a_dry_run_plans_and_keeps_the_letters(services: Services, tmp_path: Pat
 
 def test_a_letter_whose_handling_fails_stays_for_the_next_pass(services: Services, tmp_path: Path) -> None:
     """A store fault while re-driving leaves the letter; the next pass handles it."""
-    blobs = services.blobs
-    assert isinstance(blobs, InMemoryBlobSource)
-    blobs.put("b.txt", b"Some words worth indexing here. " * 20)
-    letters = tmp_path / "poison-events.jsonl"
-    poison(letters, BLOB_CREATED, "b.txt")
-    services = with_letters(services, letters)
+    services, letters = poisoned_upload(services, tmp_path, "b.txt", b"Some words worth indexing here. " * 20)
     services.jobs.fail_next(1, TransientError("cosmos busy"))  # type: ignore[attr-defined]
-    first = asyncio.run(redrive_dead_letters(services, RunInline(services), dry_run=False, limit=10))
+    first = redrive(services)
     assert first[0][1].startswith("failed: transient")
     assert len(FileDeadLetters(letters).list()) == 1
-    second = asyncio.run(redrive_dead_letters(services, RunInline(services), dry_run=False, limit=10))
+    second = redrive(services)
     assert second[0][1].startswith("started ")
     assert FileDeadLetters(letters).list() == []
 
@@ -138,7 +114,7 @@ def test_unreadable_lines_and_non_blob_subjects_do_not_stop_the_rest(services: S
     with letters.open("a") as file:
         file.write(json.dumps({"event": {"eventType": BLOB_CREATED, "subject": "/not/a/blob"}}) + "\n")
     services = with_letters(services, letters)
-    results = asyncio.run(redrive_dead_letters(services, RunInline(services), dry_run=False, limit=10))
+    results = redrive(services)
     assert [outcome for _, outcome in results] == ["nothing to start"]  # the other container is not ours
     assert letters.read_text() == "{not json\n"
 
@@ -180,12 +156,9 @@ def subject(blob: str, container: str = "uploads") -> str:
 def test_a_noted_letter_keeps_the_instance_id_of_the_run_it_started(services: Services, tmp_path: Path) -> None:
     """The trail note is not a new registration: a duplicate BlobCreated arriving while the re-driven
     run is still queued derives the same instance id, which Durable refuses, instead of a second run."""
-    blobs = services.blobs
-    assert isinstance(blobs, InMemoryBlobSource)
-    blobs.put("slow.txt", b"A long report that takes a while to get going. " * 20)
-    letters = tmp_path / "poison-events.jsonl"
-    poison(letters, BLOB_CREATED, "slow.txt")
-    services = with_letters(services, letters)
+    services, _ = poisoned_upload(
+        services, tmp_path, "slow.txt", b"A long report that takes a while to get going. " * 20
+    )
     orchestrations = SlowToStart(services)
     doc_id = DocumentRef("uploads", "slow.txt").doc_id
     orchestrations.lose.add(doc_id)  # accepted, not yet running: the job stays queued
@@ -236,11 +209,11 @@ def test_a_failed_removal_keeps_the_handled_results(services: Services) -> None:
     store = StoredLetters([DeadLetter("batch-1.json", BLOB_DELETED, subject("gone.txt"), "undeliverable", 3)])
     store.broken_remove = TransientError("dead letters unavailable (503)")
     services = dataclasses.replace(services, dead_letters=store)
-    results = asyncio.run(redrive_dead_letters(services, RunInline(services), dry_run=False, limit=10))
+    results = redrive(services)
     assert [outcome for _, outcome in results] == ["deleted"]
     assert store.removed == []
     store.broken_remove = None
-    results = asyncio.run(redrive_dead_letters(services, RunInline(services), dry_run=False, limit=10))
+    results = redrive(services)
     assert [outcome for _, outcome in results] == ["deleted"]
     assert store.removed == ["batch-1.json"]
 

@@ -11,7 +11,7 @@ import hashlib
 import random
 import threading
 from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 import pytest
 from azure.storage.blob import BlobServiceClient, StandardBlobTier
@@ -21,6 +21,7 @@ from ingestion.adapters.azure_blob import AzureBlobSource, StorageRetry, connect
 from ingestion.errors import PermanentError, ReasonCode, Superseded, TransientError
 from ingestion.retry import SDK_RETRIES
 from tests.emulators.azurite import ACCOUNT_KEY, Azurite, AzuriteBlobSource, connection_string
+from tests.emulators.local_http import LocalHttpServer, QuietHandler
 from tests.emulators.process import HOST, free_port
 
 # --------------------------------------------------------------------------- a scripted storage server
@@ -38,18 +39,14 @@ class ScriptedStorage:
         self._statuses = list(statuses)
         self._headers = headers or {}
         self._lock = threading.Lock()
-        self._server = ThreadingHTTPServer((HOST, free_port()), self._handler())
-        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,), daemon=True)
-        self._thread.start()
+        self._server = LocalHttpServer(self._handler())
+
+    def close(self) -> None:
+        self._server.close()
 
     @property
     def endpoint(self) -> str:
-        return f"http://{HOST}:{self._server.server_address[1]}/devstoreaccount1"
-
-    def close(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join()
+        return f"{self._server.url}/devstoreaccount1"
 
     def _next_status(self) -> int:
         with self._lock:
@@ -59,7 +56,7 @@ class ScriptedStorage:
     def _handler(self) -> type[BaseHTTPRequestHandler]:
         storage = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(QuietHandler):
             def do_HEAD(self) -> None:
                 status = storage._next_status()
                 self.send_response(status)
@@ -91,9 +88,6 @@ class ScriptedStorage:
                 self.end_headers()
                 # A CUT body stops after 3 bytes, and the connection closes: the body is cut short.
                 self.wfile.write(BODY[:3] if status == CUT else BODY)
-
-            def log_message(self, format: str, *args: object) -> None:
-                pass  # keep the test output clean
 
         return Handler
 

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import email.utils
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qsl, urlsplit
 
 import httpx2
@@ -25,9 +23,10 @@ from ingestion.adapters.azure_errors import (
 )
 from ingestion.errors import PermanentError, ReasonCode, Superseded, TransientError
 from ingestion.retry import RetryCounts
+from tests.emulators.local_http import LocalHttpServer, QuietHandler
 
 
-class _StatusHandler(BaseHTTPRequestHandler):
+class _StatusHandler(QuietHandler):
     """``GET /<status>?header=value...`` answers that status with those headers."""
 
     def do_GET(self) -> None:
@@ -41,18 +40,12 @@ class _StatusHandler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
-    def log_message(self, format: str, *args: object) -> None:
-        """Quiet."""
-
 
 @pytest.fixture(scope="module")
 def status_server() -> Iterator[str]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _StatusHandler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
+    server = LocalHttpServer(_StatusHandler)
+    yield server.url
+    server.close()
 
 
 def http_error(base_url: str, status: int, query: str = "") -> HttpResponseError:

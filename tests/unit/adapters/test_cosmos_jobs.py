@@ -9,11 +9,10 @@ real HTTP with the retries ``connect_jobs`` configures.
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from functools import partial
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 import pytest
@@ -24,6 +23,7 @@ from ingestion.errors import PermanentError, TransientError
 from ingestion.model import JobStatus
 from ingestion.retry import SDK_RETRIES
 from tests.emulators.cosmos import JOBS_CONTAINER, CosmosEmulator, EmulatorTransport, fresh_database
+from tests.emulators.local_http import LocalHttpServer, QuietHandler
 from tests.emulators.process import HOST, free_port
 from tests.integration.builders import make_job
 
@@ -44,16 +44,11 @@ class FaultServer:
 
     def __init__(self) -> None:
         self.fault = Fault()
-        self.port = free_port()
-        self.url = f"http://{HOST}:{self.port}"
-        self._server = ThreadingHTTPServer((HOST, self.port), _handler(self))
-        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,), daemon=True)
-        self._thread.start()
+        self._server = LocalHttpServer(_handler(self))
+        self.url = self._server.url
 
     def close(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join()
+        self._server.close()
 
     def account(self) -> dict[str, Any]:
         """The database account document, with this server as its only region."""
@@ -80,7 +75,7 @@ CONTAINER = {  # the container's properties, which the client reads before its f
 
 
 def _handler(server: FaultServer) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
+    class Handler(QuietHandler):
         def do_GET(self) -> None:
             self._answer()
 
@@ -111,9 +106,6 @@ def _handler(server: FaultServer) -> type[BaseHTTPRequestHandler]:
             self.send_header("content-length", str(len(data)))
             self.end_headers()
             self.wfile.write(data)
-
-        def log_message(self, format: str, *args: Any) -> None:
-            """Quiet: the attempts list is the log."""
 
     return Handler
 
@@ -240,14 +232,7 @@ def test_connect_needs_a_key_or_a_credential() -> None:
 @pytest.fixture
 def emulator_container(cosmos_emulator: CosmosEmulator) -> Iterator[ContainerProxy]:
     with fresh_database(cosmos_emulator) as database, EmulatorTransport() as transport:
-        yield connect_jobs(
-            endpoint=cosmos_emulator.endpoint,
-            database=database,
-            container=JOBS_CONTAINER,
-            key=cosmos_emulator.key,
-            endpoint_discovery=False,
-            transport=transport,
-        )
+        yield cosmos_emulator.jobs(database, transport=transport)
 
 
 def test_the_item_is_the_payload_keyed_and_partitioned_by_doc_id(emulator_container: ContainerProxy) -> None:
@@ -277,15 +262,7 @@ def test_system_properties_stay_out_of_the_job(emulator_container: ContainerProx
 def test_a_listing_longer_than_one_sdk_page_is_fetched_page_by_page(cosmos_emulator: CosmosEmulator) -> None:
     """With 2 items per request, a 5-job page takes 3 query requests and stops there; the rest follow."""
     with fresh_database(cosmos_emulator) as database, CountingTransport() as transport:
-        container = connect_jobs(
-            endpoint=cosmos_emulator.endpoint,
-            database=database,
-            container=JOBS_CONTAINER,
-            key=cosmos_emulator.key,
-            endpoint_discovery=False,
-            transport=transport,
-        )
-        store = CosmosJobStore(container, page_size=2)
+        store = CosmosJobStore(cosmos_emulator.jobs(database, transport=transport), page_size=2)
         for n in range(9):
             store.create(make_job(f"doc-{n}"))
         transport.queries, before = 0, sdk_retries()
@@ -319,14 +296,7 @@ def test_a_missing_container_is_named_not_taken_for_a_missing_job(cosmos_emulato
     """check(), get() and replace() raise PermanentError naming a missing container or database, never None."""
     with fresh_database(cosmos_emulator) as database:
         for db, name in ((database, "no-such-container"), ("no-such-database", JOBS_CONTAINER)):
-            container = connect_jobs(
-                endpoint=cosmos_emulator.endpoint,
-                database=db,
-                container=name,
-                key=cosmos_emulator.key,
-                endpoint_discovery=False,
-            )
-            store = CosmosJobStore(container)
+            store = CosmosJobStore(cosmos_emulator.jobs(db, name))
             for call in (
                 store.check,
                 partial(store.get, "doc-1"),
@@ -338,16 +308,11 @@ def test_a_missing_container_is_named_not_taken_for_a_missing_job(cosmos_emulato
 
 def test_check_refuses_a_container_partitioned_on_another_path(cosmos_emulator: CosmosEmulator) -> None:
     """A container partitioned on something else than /id is refused with the path it has."""
-    with fresh_database(cosmos_emulator, partition_key="/path") as database:
-        container = connect_jobs(
-            endpoint=cosmos_emulator.endpoint,
-            database=database,
-            container=JOBS_CONTAINER,
-            key=cosmos_emulator.key,
-            endpoint_discovery=False,
-        )
-        with pytest.raises(PermanentError, match="partitioned on"):
-            CosmosJobStore(container).check()
+    with (
+        fresh_database(cosmos_emulator, partition_key="/path") as database,
+        pytest.raises(PermanentError, match="partitioned on"),
+    ):
+        CosmosJobStore(cosmos_emulator.jobs(database)).check()
 
 
 def test_replace_keeps_the_other_jobs_untouched(emulator_container: ContainerProxy) -> None:
