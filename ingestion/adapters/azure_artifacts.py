@@ -23,8 +23,9 @@ from ingestion.adapters.azure_blob import (
     rechunk,
     storage_error,
 )
+from ingestion.adapters.azure_errors import translated
 from ingestion.adapters.local_artifacts import validate_key, validate_prefix
-from ingestion.errors import IngestionError, TransientError
+from ingestion.errors import IngestionError, ReasonCode, TransientError
 
 BLOCK_SIZE = 4 * 1024 * 1024  # a staged block; a blob holds at most 50,000 of them
 READ_CHUNK = 1 << 20
@@ -56,10 +57,8 @@ class AzureArtifactStore:
 
     def put(self, key: str, data: bytes) -> None:
         blob = self._blob(key)
-        try:
+        with translated(f"put artifact {key}", classifier=_artifact_error):
             blob.upload_blob(data, overwrite=True)
-        except Exception as error:  # every SDK error is translated, none swallowed
-            raise self._error(error, f"put artifact {key}") from error
 
     def put_stream(self, key: str, chunks: Iterable[bytes]) -> int:
         blob = self._blob(key)
@@ -73,17 +72,13 @@ class AzureArtifactStore:
             while len(buffer) >= self._block_size:
                 staged.append(self._stage(blob, key, f"{writer}-{len(staged):06d}", bytes(buffer[: self._block_size])))
                 del buffer[: self._block_size]
-        try:
+        with translated(f"commit artifact {key}", classifier=_artifact_error):
             if not staged:
                 blob.upload_blob(bytes(buffer), overwrite=True)  # one block's worth: a single Put Blob
                 return size
             if buffer:
                 staged.append(self._stage(blob, key, f"{writer}-{len(staged):06d}", bytes(buffer)))
             blob.commit_block_list(staged)
-        except IngestionError:
-            raise
-        except Exception as error:  # every SDK error is translated, none swallowed
-            raise self._error(error, f"commit artifact {key}") from error
         return size
 
     def get(self, key: str) -> bytes | None:
@@ -95,7 +90,7 @@ class AzureArtifactStore:
                 if is_missing_blob(error):
                     return None
                 if not is_condition_failure(error):
-                    raise self._error(error, f"get artifact {key}") from error
+                    raise _artifact_error(error, f"get artifact {key}") from error
                 # Overwritten between range requests (the SDK pins them to the first ETag): read again.
         raise TransientError(f"get artifact {key}: overwritten while read, {_GET_ATTEMPTS} times", code="http_412")
 
@@ -106,12 +101,12 @@ class AzureArtifactStore:
         except Exception as error:  # every SDK error is translated, none swallowed
             if is_missing_blob(error):
                 raise KeyError(key) from None
-            raise self._error(error, f"open artifact {key}") from error
+            raise _artifact_error(error, f"open artifact {key}") from error
 
         def mid_read(error: Exception) -> IngestionError:
             if is_condition_failure(error) or is_missing_blob(error):
                 return TransientError(f"open artifact {key}: overwritten or deleted while read", code="http_412")
-            return self._error(error, f"open artifact {key}")
+            return _artifact_error(error, f"open artifact {key}")
 
         return guarded(rechunk(download.chunks(), READ_CHUNK), mid_read)
 
@@ -122,7 +117,7 @@ class AzureArtifactStore:
         except Exception as error:  # every SDK error is translated, none swallowed
             if is_missing_blob(error):
                 return False
-            raise self._error(error, f"exists artifact {key}") from error
+            raise _artifact_error(error, f"exists artifact {key}") from error
         return True
 
     def delete_prefix(self, prefix: str) -> int:
@@ -131,16 +126,14 @@ class AzureArtifactStore:
         for page in self._pages(prefix, _BATCH_DELETE):
             if not page:
                 continue
-            try:
+            with translated(f"delete artifacts {prefix}*", classifier=_artifact_error):
                 responses = list(self._client.delete_blobs(*page, raise_on_any_failure=False))
-            except Exception as error:  # every SDK error is translated, none swallowed
-                raise self._error(error, f"delete artifacts {prefix}*") from error
             for name, response in zip(page, responses, strict=True):
                 if response.status_code == 404:
                     continue  # a concurrent delete got there first
                 if response.status_code >= 300:
                     failure = HttpResponseError(message=f"batch delete of {name}", response=response)
-                    raise self._error(failure, f"delete artifact {name}")
+                    raise _artifact_error(failure, f"delete artifact {name}")
                 deleted += 1
         return deleted
 
@@ -157,23 +150,21 @@ class AzureArtifactStore:
         validate_prefix(prefix)
         what = f"list artifacts {prefix}*"
         pages = self._client.list_blob_names(name_starts_with=prefix or None, results_per_page=size).by_page()
-        for page in guarded(pages, lambda error: self._error(error, what)):
-            try:
+        for page in guarded(pages, lambda error: _artifact_error(error, what)):
+            with translated(what, classifier=_artifact_error):
                 names = [str(name) for name in page]  # already fetched; parsed from the page's response
-            except Exception as error:  # every SDK error is translated, none swallowed
-                raise self._error(error, what) from error
             yield names
 
     def _stage(self, blob: BlobClient, key: str, block_id: str, data: bytes) -> BlobBlock:
-        try:
+        with translated(f"stage artifact {key}", classifier=_artifact_error):
             blob.stage_block(block_id, data)
-        except Exception as error:  # every SDK error is translated, none swallowed
-            raise self._error(error, f"stage artifact {key}") from error
         return BlobBlock(block_id)
 
-    def _error(self, error: Exception, what: str) -> IngestionError:
-        if getattr(error, "error_code", None) == "InvalidBlockList":
-            # Another writer of this key committed first, which discards our staged blocks. Keys are
-            # deterministic, so its value is as good as ours; a retry finds it (or writes again).
-            return TransientError(f"{what}: a concurrent write committed first", code="concurrent_write")
-        return storage_error(error, what)
+
+def _artifact_error(error: Exception, what: str, **reasons: ReasonCode) -> IngestionError:
+    """``storage_error``, plus a lost race between two writers of one key (``translated``'s ``classifier``)."""
+    if getattr(error, "error_code", None) == "InvalidBlockList":
+        # Another writer of this key committed first, which discards our staged blocks. Keys are
+        # deterministic, so its value is as good as ours; a retry finds it (or writes again).
+        return TransientError(f"{what}: a concurrent write committed first", code="concurrent_write")
+    return storage_error(error, what, **reasons)

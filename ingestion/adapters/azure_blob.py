@@ -174,10 +174,8 @@ class AzureBlobSource:
 
     def properties(self, path: str) -> BlobInfo:
         what = f"properties of {self.container}/{path}"
-        try:
+        with translated(what, rejected=ReasonCode.INVALID_NAME, classifier=storage_error):
             blob = self._client.get_blob_client(path).get_blob_properties()
-        except Exception as error:  # every SDK error is translated, none swallowed
-            raise storage_error(error, what, rejected=ReasonCode.INVALID_NAME) from error
         if is_directory(blob):
             raise PermanentError(ReasonCode.NOT_FOUND, f"{path}: a directory, not a file")
         return blob_info(blob)
@@ -279,8 +277,16 @@ def is_directory(blob: BlobProperties) -> bool:
     return any(key.lower() == "hdi_isfolder" and str(value).lower() == "true" for key, value in metadata.items())
 
 
-def storage_error(error: Exception, what: str, *, rejected: ReasonCode = ReasonCode.PARSE_FAILED) -> IngestionError:
-    """``classify``, plus what only Blob Storage says: a missing container, a body cut short."""
+def storage_error(
+    error: Exception,
+    what: str,
+    *,
+    rejected: ReasonCode = ReasonCode.PARSE_FAILED,
+    not_found: ReasonCode = ReasonCode.NOT_FOUND,
+) -> IngestionError:
+    """``classify``, plus what only Blob Storage says: a missing container, a body cut short.
+
+    Takes ``classify``'s arguments, so it can be ``translated``'s ``classifier``."""
     code = getattr(error, "error_code", None)
     if code == "ContainerNotFound":
         # Infrastructure, not the file: the deploy step creates containers. Retry later, like auth.
@@ -295,8 +301,8 @@ def storage_error(error: Exception, what: str, *, rejected: ReasonCode = ReasonC
     inner = getattr(error, "inner_exception", None)
     if isinstance(error, HttpResponseError) and error.status_code is None and isinstance(inner, Exception):
         # The downloader wraps a body that broke off three times in a status-less HttpResponseError.
-        return classify(inner, what, rejected=rejected)
-    return classify(error, what, rejected=rejected)
+        return classify(inner, what, rejected=rejected, not_found=not_found)
+    return classify(error, what, rejected=rejected, not_found=not_found)
 
 
 def is_condition_failure(error: BaseException) -> bool:

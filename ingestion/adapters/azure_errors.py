@@ -25,7 +25,7 @@ from __future__ import annotations
 import email.utils
 import math
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
@@ -99,15 +99,23 @@ def classify(
 
 @contextmanager
 def translated(
-    what: str, *, rejected: ReasonCode = ReasonCode.PARSE_FAILED, not_found: ReasonCode = ReasonCode.NOT_FOUND
+    what: str,
+    *,
+    rejected: ReasonCode = ReasonCode.PARSE_FAILED,
+    not_found: ReasonCode = ReasonCode.NOT_FOUND,
+    classifier: Callable[..., IngestionError] = classify,
 ) -> Iterator[None]:
-    """Re-raise any SDK or network exception inside the block as ``classify`` says."""
+    """Re-raise any SDK or network exception inside the block as ``classifier`` says.
+
+    ``classifier`` takes ``classify``'s arguments; an adapter passes its own (``storage_error``...)
+    to add what only its service says, and falls back on ``classify`` for the rest.
+    """
     try:
         yield
     except IngestionError:
         raise
     except Exception as error:  # every foreign error is translated, none swallowed
-        raise classify(error, what, rejected=rejected, not_found=not_found) from error
+        raise classifier(error, what, rejected=rejected, not_found=not_found) from error
 
 
 def sdk_retry_kwargs(retries: int, timeout_s: float) -> dict[str, Any]:

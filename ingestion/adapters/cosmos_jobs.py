@@ -21,8 +21,8 @@ from __future__ import annotations
 
 import threading
 import weakref
-from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Iterable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import replace
 from datetime import UTC, datetime
 from itertools import islice
@@ -48,7 +48,7 @@ from azure.cosmos.exceptions import (
 from azure.cosmos.http_constants import StatusCodes, SubStatusCodes
 
 from ingestion.adapters.azure_errors import classify, retry_after_seconds, sdk_retry_kwargs, translated
-from ingestion.errors import ConcurrencyError, PermanentError, ReasonCode, TransientError
+from ingestion.errors import ConcurrencyError, IngestionError, PermanentError, ReasonCode, TransientError
 from ingestion.model import Job, JobStatus
 from ingestion.ports import JobPage
 from ingestion.retry import SDK_RETRIES, RetryCounts
@@ -302,19 +302,18 @@ def _connect_client(
         )
 
 
-@contextmanager
-def _translated(what: str) -> Iterator[None]:
+def _translated(what: str) -> AbstractContextManager[None]:
     """``translated``, plus the statuses Cosmos DB uses for faults worth retrying that look permanent."""
-    with translated(what):
-        try:
-            yield
-        except CosmosHttpResponseError as error:
-            if not _transient(error):
-                raise
-            problem = classify(error, what)
-            raise TransientError(
-                problem.message, retry_after=retry_after_seconds(error.headers), code=f"http_{error.status_code}"
-            ) from error
+    return translated(what, classifier=_cosmos_error)
+
+
+def _cosmos_error(error: Exception, what: str, **reasons: ReasonCode) -> IngestionError:
+    problem = classify(error, what, **reasons)
+    if isinstance(error, CosmosHttpResponseError) and _transient(error):
+        return TransientError(
+            problem.message, retry_after=retry_after_seconds(error.headers), code=f"http_{error.status_code}"
+        )
+    return problem
 
 
 def _transient(error: CosmosHttpResponseError) -> bool:

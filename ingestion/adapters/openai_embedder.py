@@ -59,6 +59,8 @@ _QUOTA_SHARE = 0.95
 # One request stays a small share of a minute's tokens, so pacing is smooth and no single request
 # can overflow the service's window on its own (see rate_limit.py).
 _BATCH_SHARE_OF_MINUTE = 1 / 40
+MAX_INPUT_TOKENS = 8191  # the OpenAI embedding models' limit per input
+MAX_BATCH_TOKENS = 300_000  # the service's limit per request
 
 
 class OpenAIEmbedder:
@@ -74,8 +76,8 @@ class OpenAIEmbedder:
         tokenizer: Tokenizer,
         limiter: RateLimiter | None,
         max_batch_inputs: int = 2048,
-        max_batch_tokens: int = 300_000,
-        max_input_tokens: int = 8191,
+        max_batch_tokens: int = MAX_BATCH_TOKENS,
+        max_input_tokens: int = MAX_INPUT_TOKENS,
         throttle_retries: int | None = None,
     ) -> None:
         """``throttle_retries``: ``None`` for a client whose SDK retries 429s itself (any client built
@@ -290,15 +292,13 @@ def connect_embedder(
         client = openai.OpenAI(base_url=endpoint, api_key=api_key or _token_provider(credential), **common)
     else:
         raise ValueError(f"unknown embedder kind {kind!r} (azure_openai or openai)")
-    max_input_tokens = 8191
     return OpenAIEmbedder(
         client,
         model=model,
         dimensions=dimensions,
         tokenizer=tokenizer,
         limiter=limiter,
-        max_batch_tokens=min(300_000, max(max_input_tokens, int(tokens_per_minute * _BATCH_SHARE_OF_MINUTE))),
-        max_input_tokens=max_input_tokens,
+        max_batch_tokens=min(MAX_BATCH_TOKENS, max(MAX_INPUT_TOKENS, int(tokens_per_minute * _BATCH_SHARE_OF_MINUTE))),
         throttle_retries=retries,
     )
 
