@@ -18,8 +18,8 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from ingestion.adapters.index_rules import key_problem, record_problem
 from ingestion.adapters.local_artifacts import validate_key, validate_prefix
-from ingestion.adapters.sqlite_index import key_problem, record_problem
 from ingestion.errors import ConcurrencyError, PermanentError, ReasonCode, Superseded
 from ingestion.model import DocumentVersion, IndexRecord, Job, JobStatus, from_iso
 from ingestion.ports import (

@@ -35,7 +35,7 @@ from azure.search.documents.models import VectorizedQuery
 
 from ingestion.adapters.azure_errors import RetryCountingPolicy, sdk_retry_kwargs, translated
 from ingestion.adapters.azure_search_schema import VECTOR_FIELD, check_index, ensure_index, index_schema
-from ingestion.adapters.sqlite_index import key_problem, record_problem
+from ingestion.adapters.index_rules import key_problem, record_problem
 from ingestion.errors import ReasonCode, TransientError
 from ingestion.model import IndexRecord, to_iso
 from ingestion.ports import IndexedChunk, IndexResult, SearchFilter, SearchHit, SearchMode, SearchQuery

@@ -10,7 +10,6 @@ Upserts validate each record as the service does (key alphabet, vector shape) an
 from __future__ import annotations
 
 import json
-import math
 import re
 import threading
 from collections import defaultdict
@@ -22,11 +21,11 @@ import numpy as np
 import numpy.typing as npt
 
 from ingestion.adapters._sqlite import open_sqlite, sqlite_errors, transaction
+from ingestion.adapters.index_rules import key_problem, record_problem
 from ingestion.model import IndexRecord, to_iso
 from ingestion.ports import IndexedChunk, IndexResult, SearchFilter, SearchHit, SearchMode, SearchQuery
 
 RRF_K = 60  # Azure AI Search's constant for Reciprocal Rank Fusion
-_KEY = re.compile(r"[A-Za-z0-9_\-=]{1,1024}")  # Azure AI Search's document key rule
 _MAX_QUERY_TERMS = 64
 _PAGE = 1000
 
@@ -209,24 +208,6 @@ class SqliteSearchIndex:
         ).fetchall()
         by_id = {row[0]: row for row in rows}
         return [_hit(by_id[key], score) for key, score in ranked if key in by_id]
-
-
-def key_problem(key: str) -> str | None:
-    """Why the service would refuse ``key`` as a document key, or ``None`` when it is valid."""
-    if _KEY.fullmatch(key):
-        return None
-    return f"invalid key {key[:80]!r}: letters, digits, '_', '-', '=' only, 1 to 1024 of them"
-
-
-def record_problem(record: IndexRecord, dimensions: int) -> str | None:
-    """Why the service would refuse ``record`` (HTTP 400), or ``None`` when it is acceptable."""
-    if (problem := key_problem(record.id)) is not None:
-        return problem
-    if len(record.vector) != dimensions:
-        return f"vector has {len(record.vector)} dimensions, the index expects {dimensions}"
-    if not all(math.isfinite(x) for x in record.vector):
-        return "vector holds a NaN or infinite value"
-    return None
 
 
 def fts_query(text: str) -> str | None:
