@@ -7,7 +7,8 @@
 - ``ingest_document``: the orchestrator; the stages and ``record_outcome`` are its activities.
 - HTTP: ``health`` (anonymous), ``search`` and ``documents/{doc_id}`` for the chatbot.
 
-Services are built on first use, not at import (``ingestion.bootstrap.shared_services``).
+Services are built on first use, not at import (``ingestion.bootstrap.shared_services``); telemetry
+starts at import (``ingestion.telemetry.start``), so every invocation's spans and logs are exported.
 """
 
 # No ``from __future__ import annotations`` here: the Python worker reads these annotations at
@@ -20,11 +21,12 @@ import azure.durable_functions as df
 import azure.functions as func
 import azurefunctions.extensions.bindings.blob as blob_binding
 
-from ingestion import activities, reconcile_run, triggers, workflow
+from ingestion import activities, reconcile_run, telemetry, triggers, workflow
 from ingestion.api import health as health_report
 from ingestion.api import job_status, report_payload, search
 from ingestion.bootstrap import shared_services as services
 
+telemetry.start()  # exporters from the environment (Application Insights, OTLP), before any work
 app = df.DFApp(http_auth_level=func.AuthLevel.FUNCTION)
 
 
@@ -56,8 +58,8 @@ def ingest_document(context: df.DurableOrchestrationContext) -> Generator[Any, A
 def _stage_activity(name: str) -> None:
     @app.function_name(name)
     @app.activity_trigger(input_name="payload")
-    def stage(payload: dict[str, Any]) -> dict[str, Any]:
-        return activities.run_stage(services(), name, payload)
+    def stage(payload: dict[str, Any], context: func.Context) -> dict[str, Any]:
+        return activities.run_stage(services(), name, payload, context.trace_context.trace_parent)
 
 
 for _stage in workflow.STAGE_ACTIVITIES:
@@ -66,8 +68,8 @@ for _stage in workflow.STAGE_ACTIVITIES:
 
 @app.function_name(workflow.RECORD_OUTCOME)
 @app.activity_trigger(input_name="payload")
-def record_outcome(payload: dict[str, Any]) -> dict[str, Any]:
-    return activities.record_outcome(services(), payload)
+def record_outcome(payload: dict[str, Any], context: func.Context) -> dict[str, Any]:
+    return activities.record_outcome(services(), payload, context.trace_context.trace_parent)
 
 
 @app.function_name("reconcile")

@@ -19,11 +19,13 @@ from ingestion.adapters.sqlite_jobs import SqliteJobStore
 from ingestion.config import Settings, SettingsError
 from ingestion.ports import Embedder
 from ingestion.services import Services
+from ingestion.telemetry import JOB_COUNTS, instrument
 from ingestion.tokens import Tokenizer
 
 
 def build_services(settings: Settings) -> Services:
-    """The adapters ``settings.profile`` names: "embedded" (a folder, SQLite, local files) or "azure"."""
+    """The adapters ``settings.profile`` names: "embedded" (a folder, SQLite, local files) or "azure",
+    each port wrapped so that its calls are spans (``telemetry.instrument``)."""
     tokenizer = Tokenizer(settings.chunking.encoding, settings.tiktoken_cache_dir)
     embedder, embedder_closers = build_embedder(settings, tokenizer)
     if settings.chunking.target_tokens > embedder.max_input_tokens:
@@ -35,31 +37,35 @@ def build_services(settings: Settings) -> Services:
         from ingestion.adapters.azure_profile import azure_adapters  # noqa: PLC0415 -- Azure SDKs only when used
 
         azure = azure_adapters(settings)
-        return Services(
-            settings=settings,
-            blobs=azure.blobs,
-            artifacts=azure.artifacts,
-            jobs=azure.jobs,
-            index=azure.index,
-            embedder=embedder,
-            tokenizer=tokenizer,
-            closers=azure.closers + embedder_closers,
-            dead_letters=azure.dead_letters,
+        return instrument(
+            Services(
+                settings=settings,
+                blobs=azure.blobs,
+                artifacts=azure.artifacts,
+                jobs=azure.jobs,
+                index=azure.index,
+                embedder=embedder,
+                tokenizer=tokenizer,
+                closers=azure.closers + embedder_closers,
+                dead_letters=azure.dead_letters,
+            )
         )
     data = settings.data_dir
     data.mkdir(parents=True, exist_ok=True)
     jobs = SqliteJobStore(data / "jobs.sqlite3")
     index = SqliteSearchIndex(data / "index.sqlite3", settings.embedding.dimensions)
-    return Services(
-        settings=settings,
-        blobs=FolderBlobSource(settings.inbox_dir, settings.container),
-        artifacts=FolderArtifactStore(data / "artifacts"),
-        jobs=jobs,
-        index=index,
-        embedder=embedder,
-        tokenizer=tokenizer,
-        closers=(jobs.close, index.close, *embedder_closers),
-        dead_letters=FileDeadLetters(data / POISON_FILE),  # the local host's poison events
+    return instrument(
+        Services(
+            settings=settings,
+            blobs=FolderBlobSource(settings.inbox_dir, settings.container),
+            artifacts=FolderArtifactStore(data / "artifacts"),
+            jobs=jobs,
+            index=index,
+            embedder=embedder,
+            tokenizer=tokenizer,
+            closers=(jobs.close, index.close, *embedder_closers),
+            dead_letters=FileDeadLetters(data / POISON_FILE),  # the local host's poison events
+        )
     )
 
 
@@ -102,6 +108,17 @@ def using_services(services: Services) -> Iterator[Services]:
     finally:
         with _lock:
             _shared = previous
+
+
+def _shared_job_counts() -> dict[str, int]:
+    """Jobs by status of the shared services, for the jobs gauge; nothing before they are built."""
+    services = _shared
+    if services is None:
+        return {}
+    return {status.value: count for status, count in services.jobs.count_by_status().items()}
+
+
+JOB_COUNTS.watch(_shared_job_counts)
 
 
 def reset_shared_services() -> None:

@@ -251,6 +251,54 @@ class Settings:
         return settings
 
 
+TELEMETRY_EXPORTERS = ("auto", "azure_monitor", "otlp", "console", "none")
+
+
+@dataclass(frozen=True)
+class TelemetrySettings:
+    """Where traces, metrics and the project's logs go. Read apart from ``Settings``: telemetry must
+    start even when the other settings are wrong, so that the error itself is reported."""
+
+    exporter: str = (
+        "none"  # INGEST_TELEMETRY: auto (default: by the variables below), azure_monitor, otlp, console, none
+    )
+    connection_string: str = field(default="", repr=False)  # APPLICATIONINSIGHTS_CONNECTION_STRING
+    otlp_endpoint: str = ""  # OTEL_EXPORTER_OTLP_ENDPOINT (http/protobuf, e.g. http://127.0.0.1:4318)
+    sampling_ratio: float = 1.0  # INGEST_TRACE_SAMPLING: share of runs traced (whole runs: by trace id)
+    metric_interval_s: float = 60.0  # INGEST_METRIC_INTERVAL_S: how often metrics are exported
+    log_format: str = "json"  # INGEST_LOG_FORMAT: json (one object a line) or text (for people)
+
+    @property
+    def otlp(self) -> bool:
+        """OTLP export too (with Azure Monitor, when both are configured)."""
+        return bool(self.otlp_endpoint) and self.exporter in ("azure_monitor", "otlp")
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> TelemetrySettings:
+        env = os.environ if environ is None else environ
+        read = _Reader(env)
+        connection_string = read("APPLICATIONINSIGHTS_CONNECTION_STRING", str, "")
+        endpoint = read("OTEL_EXPORTER_OTLP_ENDPOINT", str, read("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", str, ""))
+        exporter = read("INGEST_TELEMETRY", str, "auto", choices=TELEMETRY_EXPORTERS)
+        if exporter == "auto":
+            exporter = "azure_monitor" if connection_string else "otlp" if endpoint else "none"
+        if exporter == "azure_monitor" and not connection_string:
+            raise SettingsError("INGEST_TELEMETRY=azure_monitor needs APPLICATIONINSIGHTS_CONNECTION_STRING")
+        if exporter == "otlp" and not endpoint:
+            raise SettingsError("INGEST_TELEMETRY=otlp needs OTEL_EXPORTER_OTLP_ENDPOINT")
+        ratio = read("INGEST_TRACE_SAMPLING", _natural_float, 1.0)
+        if ratio > 1:
+            raise SettingsError(f"INGEST_TRACE_SAMPLING={ratio}: expected a share between 0 and 1")
+        return cls(
+            exporter=exporter,
+            connection_string=connection_string,
+            otlp_endpoint=endpoint,
+            sampling_ratio=ratio,
+            metric_interval_s=read("INGEST_METRIC_INTERVAL_S", _positive_float, 60.0),
+            log_format=read("INGEST_LOG_FORMAT", str, "json", choices=("json", "text")),
+        )
+
+
 class _Reader:
     def __init__(self, env: Mapping[str, str]) -> None:
         self._env = env

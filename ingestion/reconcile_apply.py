@@ -60,7 +60,7 @@ class DurableOrchestrations:
         return Orchestration(instance_id, runtime, getattr(status, "last_updated_time", None))
 
     async def start(self, plan: StartPlan) -> bool:
-        return await _durable(f"start of {plan.instance_id}", start_once(self._client, plan))
+        return await _durable(f"start of {plan.instance_id}", start_once(self._client, plan, trigger="reconciler"))
 
     async def terminate(self, instance_id: str, reason: str) -> None:
         await _durable(f"terminate {instance_id}", self._client.terminate(instance_id, reason))

@@ -32,7 +32,7 @@ from typing import Any
 
 from ingestion.errors import IngestionError, PermanentError
 from ingestion.jobs import current_blob
-from ingestion.model import DocumentRef, Job, JobStatus
+from ingestion.model import DocumentRef, Job, JobStatus, from_iso, to_iso
 from ingestion.ports import BlobInfo
 from ingestion.reconcile import Action, DocView, Orchestration, Rule, Timing, decide
 from ingestion.reconcile_apply import (  # noqa: F401 -- Orchestrations, DurableOrchestrations: the API
@@ -45,10 +45,12 @@ from ingestion.reconcile_apply import (  # noqa: F401 -- Orchestrations, Durable
 from ingestion.reconcile_letters import redrive_dead_letters
 from ingestion.retry import RetryCounts
 from ingestion.services import Services
+from ingestion.telemetry import BACKLOG
 
 log = logging.getLogger(__name__)
 
 STATE_KEY = "_reconciler/state.json"
+_BACKLOG_KEY = "backlog_oldest"  # with the cursors: the oldest unfinished job the job sweep has seen so far
 ACTIONS = RetryCounts()  # actions taken, by rule (what the metric reports): not planned, not skipped
 
 
@@ -199,9 +201,25 @@ async def _sweep_jobs(
         report.seen["jobs"] += len(page.jobs)
         budget -= len(page.jobs)
         cursor = cursors["jobs"] = page.continuation
+        _note_backlog(cursors, page.jobs, finished=cursor is None)
         if cursor is None:
             report.finished_sweeps.append("jobs")
             return
+
+
+def _note_backlog(cursors: dict[str, str | None], jobs: list[Job], *, finished: bool) -> None:
+    """Carry the oldest unfinished job's queue time through a job sweep (which may span passes, so
+    it is kept with the cursors); when the sweep ends, it is what the backlog-age gauge reports."""
+    oldest = cursors.get(_BACKLOG_KEY)
+    for job in jobs:
+        if job.status.in_progress or job.status is JobStatus.RETRY_LATER:
+            queued = job.stage_times.get(JobStatus.QUEUED.value, to_iso(job.created_at))
+            oldest = queued if oldest is None or from_iso(queued) < from_iso(oldest) else oldest
+    cursors[_BACKLOG_KEY] = oldest
+    if finished:
+        BACKLOG.since = from_iso(oldest) if oldest else None
+        BACKLOG.swept = True
+        cursors[_BACKLOG_KEY] = None
 
 
 async def _lookup(orchestrations: Orchestrations, instance_id: str) -> Orchestration | None:

@@ -77,3 +77,4 @@ class RetryCounts:
 
 
 SDK_RETRIES = RetryCounts()
+THROTTLED = RetryCounts()  # 429 responses seen, by service (each SDK retry or our own retry follows one)

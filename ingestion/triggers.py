@@ -21,8 +21,10 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 from typing import Any
 
+from ingestion import telemetry
 from ingestion.errors import PermanentError, ReasonCode
 from ingestion.jobs import current_blob, register_version
 from ingestion.model import DocumentRef, DocumentVersion, Job, JobStatus, stable_hash, to_iso
@@ -30,6 +32,7 @@ from ingestion.services import Services
 from ingestion.stages import StageRequest, record_failure
 from ingestion.stages.common import rewrite_job
 from ingestion.stages.persist import purge_document, repair_index
+from ingestion.telemetry import names
 from ingestion.workflow import ORCHESTRATOR, orchestration_input
 
 log = logging.getLogger(__name__)
@@ -87,8 +90,22 @@ def plan_ingestion(services: Services, container: str, path: str) -> StartPlan |
     return StartPlan(instance_id, orchestration_input(request, services.settings.retry))
 
 
-async def start_once(client: Any, plan: StartPlan) -> bool:
-    """Start the plan's orchestration; ``False`` when it is already pending or running."""
+async def start_once(client: Any, plan: StartPlan, trigger: str = "event") -> bool:
+    """Start the plan's orchestration; ``False`` when it is already pending or running.
+    ``trigger`` (event, reconciler) labels the documents-started metric and the start span."""
+    began = datetime.now(UTC)
+    started = await _start(client, plan)
+    request = plan.input["request"]
+    attributes = {names.DOC_ID: request["doc_id"], names.VERSION: request["etag"], names.TRIGGER: trigger}
+    if started:
+        telemetry.current().started.add(1, {names.TRIGGER: trigger})
+    telemetry.current().run_span(
+        names.SPAN_START, plan.instance_id, began, attributes | {names.OUTCOME: "started" if started else "running"}
+    )
+    return started
+
+
+async def _start(client: Any, plan: StartPlan) -> bool:
     try:
         await client.start_new(ORCHESTRATOR, plan.instance_id, plan.input)
     except Exception:

@@ -37,6 +37,7 @@ PERSIST_CHUNKS = "persist_chunks"
 RECORD_OUTCOME = "record_outcome"
 STAGE_ACTIVITIES = (FETCH_BLOB, PARSE_DOCUMENT, CHUNK_DOCUMENT, EMBED_CHUNKS, PERSIST_CHUNKS)
 ORCHESTRATOR = "ingest_document"
+INSTANCE_KEY = "instance_id"  # in a stage request: the run it belongs to
 
 # The crash net: an activity that raises (a bug, a killed worker) is tried this many times in all.
 CRASH_RETRY = df.RetryOptions(first_retry_interval_in_milliseconds=5_000, max_number_of_attempts=3)
@@ -47,10 +48,17 @@ def orchestration_input(request: dict[str, Any], policy: RetryPolicy) -> dict[st
     return {"request": request, "policy": policy.to_payload()}
 
 
+def instance_of(request: dict[str, Any]) -> str | None:
+    """The orchestration instance a stage request comes from (its trace), if the request names it."""
+    found = request.get(INSTANCE_KEY)
+    return str(found) if found else None
+
+
 def ingest_document(context: Any) -> Generator[Any, Any, Any]:
     """fetch -> parse -> chunk -> embed -> persist, then record the outcome on the job."""
     data = context.get_input()
-    request: dict[str, Any] = data["request"]
+    # Activities learn their run's instance id from the request: their spans join its trace.
+    request: dict[str, Any] = data["request"] | {INSTANCE_KEY: context.instance_id}
     policy = RetryPolicy.from_payload(data["policy"])
     result: Any = None
     for stage in STAGE_ACTIVITIES:

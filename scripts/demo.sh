@@ -9,6 +9,7 @@ scripts/bootstrap.sh
 query="${1:-Can I return a used tent, and how long do I have?}"
 export INGEST_DATA_DIR="${INGEST_DATA_DIR:-.ingestion/demo}"
 export INGEST_INBOX_DIR="${INGEST_INBOX_DIR:-inbox}"
+export INGEST_LOG_FORMAT="${INGEST_LOG_FORMAT:-text}"  # the host's log lines, for a person (JSON by default)
 export UploadsStorage="${UploadsStorage:-UseDevelopmentStorage=true}"  # the blob trigger's connection setting
 port="${INGEST_HOST_PORT:-7071}"
 url="http://127.0.0.1:$port"

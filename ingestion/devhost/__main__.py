@@ -6,6 +6,10 @@ Runs in the app folder (``--app-dir``, default the current one): like Core Tools
 cleanly. Blob events come from a watcher polling the app's blob source (``--no-watch`` turns it
 off): the ``inbox/`` folder on the embedded profile, the uploads container on the azure profile
 (Azure Storage, or Azurite, sends no Event Grid events to a local host).
+
+Logs are JSON lines on stderr (``INGEST_LOG_FORMAT=text`` for plain lines). With
+``OTEL_EXPORTER_OTLP_ENDPOINT`` set, traces, metrics and the project's logs also go to that
+collector (``APPLICATIONINSIGHTS_CONNECTION_STRING``: to Application Insights).
 """
 
 from __future__ import annotations
@@ -21,8 +25,9 @@ import time
 from pathlib import Path
 from types import FrameType
 
+from ingestion import telemetry
 from ingestion.bootstrap import shared_services
-from ingestion.config import Settings, SettingsError
+from ingestion.config import Settings, SettingsError, TelemetrySettings
 from ingestion.devhost.engine import HubLocked
 from ingestion.devhost.folder import load_app_module
 from ingestion.devhost.host import Host
@@ -61,16 +66,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--app-dir", type=Path, default=Path.cwd(), help="folder holding function_app.py")
     parser.add_argument("--verbose", action="store_true", help="debug logging, one line per HTTP request")
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
-    )
-    logging.getLogger("azure").setLevel(logging.WARNING)  # the SDKs log every HTTP call at INFO
-
     app_dir = args.app_dir.resolve()
     os.chdir(app_dir)  # relative settings (inbox/, .ingestion/) resolve in the app folder, as under func
     sys.path.insert(0, str(app_dir))
     load_local_settings(app_dir / "local.settings.json")
+    try:
+        telemetry_settings = TelemetrySettings.from_env()
+    except SettingsError as error:
+        telemetry_settings = TelemetrySettings(exporter="none")
+        print(f"telemetry off: {error}", file=sys.stderr)
+    telemetry.configure_logging(telemetry_settings, logging.DEBUG if args.verbose else logging.INFO)
+    telemetry.configure(telemetry_settings)  # before the app's own start(): an OTLP collector, if configured
+    try:
+        return _serve(args, stop, app_dir)
+    finally:
+        telemetry.shutdown()
+
+
+def _serve(args: argparse.Namespace, stop: _StopRequest, app_dir: Path) -> int:
     settings = Settings.from_env()
     app = load_app_module(app_dir).app
 

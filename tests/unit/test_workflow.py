@@ -95,7 +95,8 @@ def test_happy_path_calls_each_stage_once_then_records_indexed() -> None:
     answers[RECORD_OUTCOME] = [recorded("indexed")]
     context, output = drive(answers)
     assert names(context) == [*STAGE_ACTIVITIES, RECORD_OUTCOME]
-    assert all(payload == REQUEST for name, payload in context.calls[:5])
+    # Each request names its run, so the activities' spans join the run's trace.
+    assert all(payload == REQUEST | {"instance_id": "doc-1-abc"} for name, payload in context.calls[:5])
     outcome = context.calls[-1][1]
     assert outcome["outcome"] == "indexed"
     assert outcome["result"] == PERSISTED["result"]

@@ -1,0 +1,277 @@
+"""The instruments and spans the pipeline records through, bound to one set of providers.
+
+``current()`` is what instrumented code uses; until ``setup.configure`` (or a test's ``use``) installs
+SDK providers it is bound to OpenTelemetry's no-op providers, so an unconfigured process pays almost
+nothing. Counts the adapters already keep (SDK retries, 429s, reconciler actions) are observed
+from their ``RetryCounts``; jobs by status are read from the job store when metrics are collected.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from types import MappingProxyType
+from typing import Any
+
+from opentelemetry import metrics, trace
+from opentelemetry.metrics import CallbackOptions, Observation
+
+from ingestion.telemetry import names
+from ingestion.telemetry.runs import RunIdGenerator, force_ids, link_context, reset_ids, run_context
+
+log = logging.getLogger(__name__)
+
+_NONE: Mapping[str, str] = MappingProxyType({})
+_CORRELATION: ContextVar[Mapping[str, str]] = ContextVar("ingestion_correlation", default=_NONE)
+_JOBS_TTL_S = 30.0  # how long one job-store count serves metric collections (and health probes)
+
+_SECONDS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
+_LATENCY = (1, 2, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 7200, 21600, 86400)
+_BATCH = (1, 10, 50, 100, 250, 500, 1000)
+
+
+def correlation() -> Mapping[str, str]:
+    """The correlation fields of the run this code works for (empty outside one)."""
+    return _CORRELATION.get()
+
+
+@contextmanager
+def correlated(fields: Mapping[str, str]) -> Iterator[None]:
+    token = _CORRELATION.set(MappingProxyType({key: value for key, value in fields.items() if value}))
+    try:
+        yield
+    finally:
+        _CORRELATION.reset(token)
+
+
+@dataclass
+class StageScope:
+    """What an activity span learns while the stage runs: how it ended, and why."""
+
+    outcome: str = "ok"
+    reason: str | None = None
+
+    def ended(self, kind: str, reason: str | None = None) -> None:
+        self.outcome, self.reason = kind, reason
+
+
+class Telemetry:
+    """Tracer and instruments over one tracer provider and one meter provider."""
+
+    def __init__(
+        self,
+        tracer_provider: trace.TracerProvider | None = None,
+        meter_provider: metrics.MeterProvider | None = None,
+    ) -> None:
+        self.tracer_provider = tracer_provider or trace.NoOpTracerProvider()
+        self.tracer = self.tracer_provider.get_tracer(names.SERVICE_NAME)
+        self.forces_run_ids = isinstance(getattr(self.tracer_provider, "id_generator", None), RunIdGenerator)
+        meter = (meter_provider or metrics.NoOpMeterProvider()).get_meter(names.SERVICE_NAME)
+
+        def counter(metric: names.Metric) -> metrics.Counter:
+            return meter.create_counter(metric.name, unit=metric.unit, description=metric.description)
+
+        def histogram(metric: names.Metric, bounds: tuple[float, ...]) -> metrics.Histogram:
+            return meter.create_histogram(
+                metric.name,
+                unit=metric.unit,
+                description=metric.description,
+                explicit_bucket_boundaries_advisory=bounds,
+            )
+
+        self.started = counter(names.DOCUMENTS_STARTED)
+        self.finished = counter(names.DOCUMENTS_FINISHED)
+        self.retries = counter(names.RETRIES)
+        self.embedding_tokens = counter(names.EMBEDDING_TOKENS)
+        self.embedding_requests = counter(names.EMBEDDING_REQUESTS)
+        self.stage_duration = histogram(names.STAGE_DURATION, _SECONDS)
+        self.index_batch = histogram(names.INDEX_BATCH, _BATCH)
+        self.e2e_latency = histogram(names.E2E_LATENCY, _LATENCY)
+        for metric, callback in (
+            (names.SDK_RETRIES, _sdk_retries),
+            (names.THROTTLED, _throttled),
+            (names.RECONCILER_ACTIONS, _reconciler_actions),
+        ):
+            meter.create_observable_counter(
+                metric.name, callbacks=[callback], unit=metric.unit, description=metric.description
+            )
+        for metric, callback in ((names.JOBS, JOB_COUNTS.observe), (names.BACKLOG_AGE, BACKLOG.observe)):
+            meter.create_observable_gauge(
+                metric.name, callbacks=[callback], unit=metric.unit, description=metric.description
+            )
+
+    # -------------------------------------------------------------- spans
+
+    @contextmanager
+    def activity(
+        self, stage: str, doc_id: str, version: str, instance_id: str | None = None, traceparent: str | None = None
+    ) -> Iterator[StageScope]:
+        """One activity: a span under the run's root, the stage duration, and the run's correlation
+        fields for every span and log record inside. A ``traceparent`` (the Functions host's
+        invocation) is linked, so the host's own telemetry and this trace find each other."""
+        fields = {
+            names.DOC_ID: doc_id,
+            names.VERSION: version,
+            names.STAGE: stage,
+            names.INSTANCE_ID: instance_id or "",
+        }
+        linked = link_context(traceparent)
+        scope = StageScope()
+        started = time.perf_counter()
+        with (
+            correlated(fields),
+            self.tracer.start_as_current_span(
+                stage,
+                context=run_context(instance_id),
+                attributes=correlation(),
+                links=[trace.Link(linked)] if linked else None,
+            ) as span,
+        ):
+            try:
+                yield scope
+            except BaseException:
+                scope.ended("crashed")
+                raise
+            finally:
+                span.set_attribute(names.OUTCOME, scope.outcome)
+                if scope.reason:
+                    span.set_attribute(names.REASON, scope.reason)
+                if scope.outcome not in ("ok", "superseded"):
+                    span.set_status(trace.StatusCode.ERROR, f"{scope.outcome}: {scope.reason or ''}")
+                if scope.outcome in ("transient", "crashed"):
+                    self.retries.add(1, {names.STAGE: stage, names.KIND: scope.reason or scope.outcome})
+                self.stage_duration.record(
+                    time.perf_counter() - started, {names.STAGE: stage, names.OUTCOME: scope.outcome}
+                )
+
+    def start_call(self, port: str, operation: str, **attributes: Any) -> trace.Span:
+        """A started client span for one external call (a port's operation), carrying the run's
+        correlation fields; the caller ends it (an iterator's transfer outlives the call)."""
+        return self.tracer.start_span(
+            f"{port}.{operation}",
+            kind=trace.SpanKind.CLIENT,
+            attributes={**correlation(), names.PORT: port, names.OPERATION: operation, **attributes},
+        )
+
+    def run_span(
+        self, name: str, instance_id: str, started: datetime, attributes: Mapping[str, Any], *, root: bool = False
+    ) -> None:
+        """A finished span of the run ``instance_id`` from ``started`` to now: its root (``root``: the
+        ``ingest_document`` span, created with the run's derived ids) or one more of its children."""
+        attributes = {key: value for key, value in attributes.items() if value is not None}
+        start_ns = int(started.timestamp() * 1e9)
+        if root and self.forces_run_ids:
+            token = force_ids(instance_id)
+            try:
+                span = self.tracer.start_span(
+                    name, context=trace.set_span_in_context(trace.INVALID_SPAN), kind=trace.SpanKind.CONSUMER,
+                    attributes=attributes, start_time=start_ns,
+                )  # fmt: skip
+            finally:
+                reset_ids(token)
+        else:
+            span = self.tracer.start_span(
+                name, context=run_context(instance_id), attributes=attributes, start_time=start_ns
+            )
+        if attributes.get(names.OUTCOME) in ("needs_review", "retry_later", "unrecorded"):
+            span.set_status(trace.StatusCode.ERROR, f"{attributes[names.OUTCOME]}: {attributes.get(names.REASON, '')}")
+        span.end()
+
+
+# ------------------------------------------------------------------ observed values
+
+
+def _observe_counts(counts: Mapping[str, int], key: str) -> Iterable[Observation]:
+    return [Observation(value, {key: name}) for name, value in sorted(counts.items())]
+
+
+def _sdk_retries(options: CallbackOptions) -> Iterable[Observation]:
+    from ingestion.retry import SDK_RETRIES  # noqa: PLC0415 -- read at collection time
+
+    return _observe_counts(SDK_RETRIES.snapshot(), names.SERVICE)
+
+
+def _throttled(options: CallbackOptions) -> Iterable[Observation]:
+    from ingestion.retry import THROTTLED  # noqa: PLC0415 -- read at collection time
+
+    return _observe_counts(THROTTLED.snapshot(), names.SERVICE)
+
+
+def _reconciler_actions(options: CallbackOptions) -> Iterable[Observation]:
+    from ingestion.reconcile_run import ACTIONS  # noqa: PLC0415 -- the reconciler imports telemetry
+
+    return _observe_counts(ACTIONS.snapshot(), names.RULE)
+
+
+class JobCounts:
+    """Jobs by status for the gauge: read from the job store the app watches, at most every 30 s."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._lock = threading.Lock()
+        self._source: Callable[[], Mapping[str, int]] | None = None
+        self._cached: tuple[float, Mapping[str, int]] | None = None
+        self._clock = clock
+
+    def watch(self, source: Callable[[], Mapping[str, int]] | None) -> None:
+        with self._lock:
+            self._source, self._cached = source, None
+
+    def observe(self, options: CallbackOptions) -> Iterable[Observation]:
+        with self._lock:
+            source, cached = self._source, self._cached
+        if source is None:
+            return []
+        if cached is None or self._clock() - cached[0] > _JOBS_TTL_S:
+            try:
+                counts = source()
+            except Exception as error:  # noqa: BLE001 -- a failing store must not break metric export
+                log.warning("jobs by status not reported: %s", error)
+                return []
+            cached = (self._clock(), counts)
+            with self._lock:
+                self._cached = cached
+        return _observe_counts(cached[1], names.STATUS)
+
+
+class BacklogAge:
+    """The age of the oldest unfinished job (queued, in progress or ``retry_later``) as the
+    reconciler's last full job sweep found it: ``since`` is when it was queued, so the age keeps
+    growing between sweeps while it waits; 0 when nothing waits."""
+
+    def __init__(self, clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+        self.since: datetime | None = None
+        self.swept = False  # a job sweep has finished: "nothing waits" is known, not assumed
+        self._clock = clock
+
+    def age_s(self) -> float | None:
+        if self.since is None:
+            return 0.0 if self.swept else None
+        return max(0.0, (self._clock() - self.since).total_seconds())
+
+    def observe(self, options: CallbackOptions) -> Iterable[Observation]:
+        age = self.age_s()
+        return [] if age is None else [Observation(age)]
+
+
+JOB_COUNTS = JobCounts()
+BACKLOG = BacklogAge()
+_current = Telemetry()
+_current_lock = threading.Lock()
+
+
+def current() -> Telemetry:
+    return _current
+
+
+def use(telemetry: Telemetry) -> Telemetry:
+    """Record through ``telemetry`` from now on (``setup.configure``, tests); the one it replaces."""
+    global _current
+    with _current_lock:
+        previous, _current = _current, telemetry
+    return previous
