@@ -9,8 +9,9 @@ from ingestion.model import Job, JobStatus
 from ingestion.ports import JobStore, SearchFilter, SearchHit, SearchMode, SearchQuery
 from ingestion.reconcile_run import ACTIONS as RECONCILER_ACTIONS
 from ingestion.reconcile_run import Report
-from ingestion.retry import SDK_RETRIES
+from ingestion.retry import SDK_RETRIES, THROTTLED
 from ingestion.services import Services
+from ingestion.telemetry import BACKLOG
 
 
 def search(
@@ -42,14 +43,17 @@ def citation(hit: SearchHit) -> str:
 
 
 def health(services: Services) -> dict[str, Any]:
-    """Jobs by status, how often each Azure SDK retried by itself, and the reconciler's actions by
-    rule, since the process started."""
+    """Jobs by status; since the process started, how often each Azure SDK retried by itself, the
+    429s each service answered and the reconciler's actions by rule; the backlog's age as the
+    reconciler last saw it (``None`` before its first full job sweep). The same figures as the metrics."""
     counts = services.jobs.count_by_status()
     return {
         "status": "ok",
         "jobs": {status.value: count for status, count in counts.items()},
         "sdk_retries": SDK_RETRIES.snapshot(),
+        "throttled": THROTTLED.snapshot(),
         "reconciler_actions": RECONCILER_ACTIONS.snapshot(),
+        "backlog_age_s": BACKLOG.age_s(),
     }
 
 

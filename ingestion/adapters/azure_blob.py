@@ -31,7 +31,7 @@ from azure.core.pipeline import PipelineRequest, PipelineResponse
 from azure.storage.blob import BlobProperties, BlobServiceClient, ContainerClient, ExponentialRetry
 from azure.storage.blob import StorageStreamDownloader as Download
 
-from ingestion.adapters.azure_errors import classify, sdk_retry_kwargs, translated
+from ingestion.adapters.azure_errors import ThrottleCountingHook, classify, sdk_retry_kwargs, translated
 from ingestion.errors import IngestionError, PermanentError, ReasonCode, Superseded, TransientError
 from ingestion.model import DocumentVersion
 from ingestion.ports import BlobInfo, BlobPage
@@ -109,6 +109,8 @@ def connect_container(
         # Streaming: no request fetches more than one chunk (the SDK's first GET is 32 MiB by default).
         "max_single_get_size": max_chunk_get_size,
         "max_chunk_get_size": max_chunk_get_size,
+        # The storage SDK does not retry a 429 (its policy never sees one): a response hook counts them.
+        "raw_response_hook": ThrottleCountingHook(service),
     }
     if connection_string:
         client = BlobServiceClient.from_connection_string(connection_string, **options)

@@ -29,11 +29,11 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
-from azure.core.pipeline import PipelineRequest
+from azure.core.pipeline import PipelineRequest, PipelineResponse
 from azure.core.pipeline.policies import SansIOHTTPPolicy
 
 from ingestion.errors import IngestionError, PermanentError, ReasonCode, TransientError
-from ingestion.retry import SDK_RETRIES, RetryCounts
+from ingestion.retry import SDK_RETRIES, THROTTLED, RetryCounts
 
 TRANSIENT_STATUS = frozenset({408, 429, 500, 502, 503, 504})
 AUTH_STATUS = frozenset({401, 403})
@@ -154,6 +154,27 @@ class RetryCountingPolicy(SansIOHTTPPolicy[Any, Any]):
             self._counts.add(self._service)
         else:
             context[self._MARK] = True
+
+    def on_response(self, request: PipelineRequest[Any], response: PipelineResponse[Any, Any]) -> None:
+        count_throttled(self._service, response)
+
+
+class ThrottleCountingHook:
+    """A client-level ``raw_response_hook`` counting 429s where no retry policy of ours sees them: azure-cosmos
+    (its own pipeline) and azure-storage-blob (its retry policy never retries a 429)."""
+
+    def __init__(self, service: str) -> None:
+        self._service = service
+
+    def __call__(self, response: PipelineResponse[Any, Any]) -> None:
+        count_throttled(self._service, response)
+
+
+def count_throttled(service: str, response: PipelineResponse[Any, Any] | None) -> None:
+    """Count ``response`` in ``THROTTLED[service]`` if it is a 429 (the throttling metric)."""
+    status = getattr(getattr(response, "http_response", None), "status_code", None)
+    if status == 429:
+        THROTTLED.add(service)
 
 
 def _status_and_headers(error: BaseException) -> tuple[int | None, Mapping[str, str] | None]:

@@ -47,7 +47,13 @@ from azure.cosmos.exceptions import (
 )
 from azure.cosmos.http_constants import StatusCodes, SubStatusCodes
 
-from ingestion.adapters.azure_errors import classify, retry_after_seconds, sdk_retry_kwargs, translated
+from ingestion.adapters.azure_errors import (
+    ThrottleCountingHook,
+    classify,
+    retry_after_seconds,
+    sdk_retry_kwargs,
+    translated,
+)
 from ingestion.errors import ConcurrencyError, IngestionError, PermanentError, ReasonCode, TransientError
 from ingestion.model import Job, JobStatus
 from ingestion.ports import JobPage
@@ -298,6 +304,7 @@ def _connect_client(
             connection_policy=policy,
             enable_endpoint_discovery=endpoint_discovery,
             raw_request_hook=RetryCountingHook("cosmos"),
+            raw_response_hook=ThrottleCountingHook("cosmos"),
             **options,
         )
 

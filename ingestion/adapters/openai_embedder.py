@@ -44,7 +44,7 @@ from ingestion.adapters.azure_errors import classify, retry_after_seconds
 from ingestion.adapters.rate_limit import RateLimiter
 from ingestion.errors import IngestionError, PermanentError, ReasonCode, TransientError
 from ingestion.ports import Embeddings
-from ingestion.retry import SDK_RETRIES
+from ingestion.retry import SDK_RETRIES, THROTTLED
 from ingestion.tokens import Tokenizer
 
 AZURE_SCOPE = "https://cognitiveservices.azure.com/.default"
@@ -234,6 +234,7 @@ class ThrottleGuard:
             return
         wait = retry_after_seconds(response.headers)
         if response.status_code == 429:
+            THROTTLED.add(_SERVICE)
             if self._limiter is not None:
                 self._limiter.penalize(wait if wait is not None else _DEFAULT_THROTTLE_S)
             response.headers["x-should-retry"] = "false"

@@ -30,6 +30,7 @@ from ingestion.bootstrap import build_services
 from ingestion.cli import post_search
 from ingestion.config import Settings
 from ingestion.model import DocumentRef, JobStatus
+from ingestion.retry import THROTTLED
 from ingestion.services import Services
 from tests.conftest import REPO
 from tests.emulators.azurite import Azurite
@@ -220,6 +221,7 @@ def test_faults_in_every_service_delay_files_but_lose_none(emulators: Emulators,
     """Throttling and outages in Cosmos DB, AI Search and embeddings: every file still ends indexed once."""
     env = emulators.env
     uploads, services = prepared(env)
+    throttled_before = THROTTLED.snapshot().get("cosmos", 0)
     # Given every service failing for a while, more often than one SDK call retries (2 retries)
     emulators.cosmos.fail_next(4, 429, headers={"x-ms-retry-after-ms": "200"})
     emulators.cosmos.fail_next(3, 503)
@@ -238,8 +240,15 @@ def test_faults_in_every_service_delay_files_but_lose_none(emulators: Emulators,
             assert emulators.cosmos.faults_served == 7
             # And the SDKs' own retries were counted, per service, for the health endpoint
             with urllib.request.urlopen(f"{url}/api/health", timeout=30) as response:  # noqa: S310 -- 127.0.0.1
-                retried = json.loads(response.read())["sdk_retries"]
+                health = json.loads(response.read())
+            retried = health["sdk_retries"]
             assert {"cosmos", "openai", "search"} <= set(retried), retried
+            # And so were the 429s each service answered (the throttling metric reads these counts)
+            # (this test's own Cosmos reads may meet some of the 429s: together they met all four)
+            throttled = health["throttled"]
+            ours = THROTTLED.snapshot().get("cosmos", 0) - throttled_before
+            assert throttled.get("cosmos", 0) + ours == 4, (throttled, ours)
+            assert throttled.get("openai") == 2 and throttled.get("search") == 1, throttled
             # And every injected fault was met; those that outlasted the SDKs' retries were retried on
             # durable timers, which the jobs' trails show
             assert sum(record.outcome == "fault" for record in emulators.embeddings.records) == 6

@@ -19,7 +19,7 @@ from azure.storage.blob import BlobServiceClient, StandardBlobTier
 from ingestion.adapters.azure_artifacts import AzureArtifactStore
 from ingestion.adapters.azure_blob import AzureBlobSource, StorageRetry, connect_container
 from ingestion.errors import PermanentError, ReasonCode, Superseded, TransientError
-from ingestion.retry import SDK_RETRIES
+from ingestion.retry import SDK_RETRIES, THROTTLED
 from tests.emulators.azurite import ACCOUNT_KEY, Azurite, AzuriteBlobSource, connection_string
 from tests.emulators.local_http import LocalHttpServer, QuietHandler
 from tests.emulators.process import HOST, free_port
@@ -142,11 +142,13 @@ def test_503s_that_clear_within_the_cap_succeed_and_are_counted(scripted: Callab
 def test_429_is_transient_with_the_retry_after_the_service_asked_for(scripted: Callable[..., ScriptedStorage]) -> None:
     """A 429 is not retried by the storage SDK; it becomes TransientError with the Retry-After seconds."""
     server = scripted([429], {"Retry-After": "7"})
+    throttled = THROTTLED.snapshot().get("test-429", 0)
     with pytest.raises(TransientError) as caught:
         source_at(server.endpoint, "test-429").properties("a.txt")
     assert caught.value.retry_after == 7.0
     assert caught.value.code == "http_429"
     assert server.requests == 1
+    assert THROTTLED.snapshot()["test-429"] == throttled + 1  # the throttling metric counts it
 
 
 def test_a_body_cut_short_is_transient(scripted: Callable[..., ScriptedStorage]) -> None:

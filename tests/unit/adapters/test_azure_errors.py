@@ -22,7 +22,7 @@ from ingestion.adapters.azure_errors import (
     translated,
 )
 from ingestion.errors import PermanentError, ReasonCode, Superseded, TransientError
-from ingestion.retry import RetryCounts
+from ingestion.retry import THROTTLED, RetryCounts
 from tests.emulators.local_http import LocalHttpServer, QuietHandler
 
 
@@ -208,3 +208,15 @@ def test_a_credential_that_cannot_get_a_token_is_transient_auth() -> None:
     error = classify(CredentialUnavailableError("no identity endpoint"), "embed")
     assert isinstance(error, TransientError)
     assert error.code == "auth"
+
+
+def test_429_responses_are_counted_per_service_and_other_statuses_are_not(status_server: str) -> None:
+    """RetryCountingPolicy counts each 429 an SDK pipeline received in THROTTLED, under its service."""
+    client: PipelineClient[HttpRequest, object] = PipelineClient(
+        status_server, policies=[RetryCountingPolicy("test-throttled", RetryCounts())]
+    )
+    before = THROTTLED.snapshot().get("test-throttled", 0)
+    with client:
+        for status in (429, 503, 200, 429):
+            client.send_request(HttpRequest("GET", f"{status_server}/{status}"))
+    assert THROTTLED.snapshot()["test-throttled"] == before + 2
