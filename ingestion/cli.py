@@ -2,7 +2,8 @@
 
 ``ingest`` runs the folder through the local host (``ingestion.devhost``): the same blob trigger,
 orchestration and activities as in Azure. ``status --wait`` and ``search --url`` serve scripts that
-talk to a host already running (``scripts/demo.sh``).
+talk to a host already running (``scripts/demo.sh``). ``stats`` prints the operator's figures (success
+rate, failures by reason, backlog) from the job store, as the Azure workbook shows them from metrics.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import time
 import urllib.request
 from collections import Counter
 from collections.abc import Sequence
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +31,7 @@ from ingestion.model import Job
 from ingestion.ports import SearchMode
 from ingestion.reconcile_run import reconcile
 from ingestion.services import Services
+from ingestion.stats import job_stats, parse_window, render
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -54,7 +57,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _remote(args)
     if args.command == "reconcile" and not args.dry_run:
         parser.error("reconcile re-drives orchestrations through a host's Durable client: pass --url, or --dry-run")
-    return _local(args, settings)
+    return _local(parser, args, settings)
 
 
 def _remote(args: argparse.Namespace) -> int:
@@ -64,10 +67,15 @@ def _remote(args: argparse.Namespace) -> int:
     return _print_report(_post_reconcile(args.url, dry_run=args.dry_run), as_json=args.json)
 
 
-def _local(args: argparse.Namespace, settings: Settings) -> int:
-    """``search``, ``reconcile --dry-run`` and ``status`` on the stores the settings name."""
-    services = build_services(settings)
+def _local(parser: argparse.ArgumentParser, args: argparse.Namespace, settings: Settings) -> int:
+    """``search``, ``reconcile --dry-run``, ``status`` and ``stats`` on the stores the settings name."""
     try:
+        services = build_services(settings)
+    except SettingsError as error:  # settings that read well but do not fit together (chunk size vs model)
+        parser.error(str(error))
+    try:
+        if args.command == "stats":
+            return _stats(services, args.window, as_json=args.json)
         if args.command == "search":
             return _search(services, args.query, args.top, SearchMode(args.mode), as_json=args.json)
         if args.command == "reconcile":
@@ -101,6 +109,17 @@ def _parser() -> argparse.ArgumentParser:
     status = commands.add_parser("status", help="every document's state and, when not indexed, why")
     status.add_argument("--json", action="store_true")
     status.add_argument("--wait", type=float, metavar="SECONDS", help="first wait until no job is in progress")
+    stats = commands.add_parser(
+        "stats", help="success rate, failures by reason and backlog, from the job store (as the workbook shows)"
+    )
+    stats.add_argument(
+        "--window",
+        type=_window,
+        default="24h",
+        metavar="SPAN",
+        help="count jobs finished in the last SPAN: 30m, 24h, 7d, or all (default 24h)",
+    )
+    stats.add_argument("--json", action="store_true")
     fix = commands.add_parser(
         "reconcile",
         help="compare blobs, jobs and the index and repair what differs; --dry-run prints the plan only",
@@ -117,6 +136,13 @@ def _parser() -> argparse.ArgumentParser:
         "INGEST_EMBED_DIMENSIONS, INGEST_SEARCH_SEMANTIC_CONFIG; a key or a control-plane role)",
     )
     return parser
+
+
+def _window(text: str) -> timedelta | None:
+    try:
+        return parse_window(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from error
 
 
 def _ingest_command(parser: argparse.ArgumentParser, args: argparse.Namespace, settings: Settings) -> int:
@@ -244,6 +270,12 @@ def _search(services: Services, query: str, top: int, mode: SearchMode, *, as_js
     for rank, hit in enumerate(hits, 1):
         snippet = " ".join(hit.content.split())[:240]
         print(f"{rank}. {citation(hit)}  score={hit.score:.4f}\n   {snippet}\n")
+    return 0
+
+
+def _stats(services: Services, window: timedelta | None, *, as_json: bool) -> int:
+    stats = job_stats(services.jobs, services.clock(), window)
+    print(json.dumps(stats.to_payload(), ensure_ascii=False, indent=2) if as_json else render(stats))
     return 0
 
 
