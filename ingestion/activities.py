@@ -132,8 +132,8 @@ def _finished(
         names.OUTCOME: outcome,
         names.REASON: reason,
         names.STAGE: recorded.get("stage"),
-        "chunks": job.chunk_count,
-        "path": job.path,
+        names.CHUNKS: job.chunk_count,
+        names.PATH: job.path,
     }
     current.run_span(names.SPAN_ORCHESTRATION, instance_id, min(queued, now), attributes, root=True)
 

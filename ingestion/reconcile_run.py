@@ -45,7 +45,7 @@ from ingestion.reconcile_apply import (  # noqa: F401 -- Orchestrations, Durable
 from ingestion.reconcile_letters import redrive_dead_letters
 from ingestion.retry import RetryCounts
 from ingestion.services import Services
-from ingestion.telemetry import BACKLOG
+from ingestion.telemetry import BACKLOG, current, names
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +70,16 @@ class Report:
 
 
 async def reconcile(services: Services, orchestrations: Orchestrations | None, *, dry_run: bool = False) -> Report:
-    """One pass. ``orchestrations`` ``None`` (no Durable client): plan only from the stores."""
+    """One pass. ``orchestrations`` ``None`` (no Durable client): plan only from the stores.
+    The pass is one span (its sweeps' store calls beneath it); its actions are counted by rule."""
+    with current().tracer.start_as_current_span(names.SPAN_RECONCILE, attributes={names.DRY_RUN: dry_run}) as span:
+        report = await _reconcile(services, orchestrations, dry_run=dry_run)
+        span.set_attributes({names.ACTIONS: len(report.actions), names.FAILED_SWEEPS: report.failed_sweeps})
+        span.set_attributes({names.SEEN + sweep: count for sweep, count in report.seen.items()})
+        return report
+
+
+async def _reconcile(services: Services, orchestrations: Orchestrations | None, *, dry_run: bool) -> Report:
     settings = services.settings.reconcile
     timing = Timing(services.clock(), timedelta(seconds=settings.lease_s), timedelta(seconds=settings.settle_s))
     cursors = _load_cursors(services)

@@ -139,7 +139,15 @@ async def handle_blob_event(services: Services, client: Any, event_type: str, su
 
 
 def remove_blob(services: Services, container: str, path: str) -> str:
-    """Mark the job ``deleted`` and purge its chunks, if the blob is really gone."""
+    """Mark the job ``deleted`` and purge its chunks, if the blob is really gone (one span)."""
+    doc_id = DocumentRef(container, path).doc_id
+    with telemetry.current().tracer.start_as_current_span(names.SPAN_DELETE, attributes={names.DOC_ID: doc_id}) as span:
+        outcome = _remove_blob(services, container, path)
+        span.set_attribute(names.OUTCOME, outcome)
+        return outcome
+
+
+def _remove_blob(services: Services, container: str, path: str) -> str:
     if container != services.blobs.container:
         return "other container"
     if _exists(services, path):

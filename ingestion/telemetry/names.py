@@ -37,6 +37,12 @@ PORT = "port"  # blob, artifacts, jobs, index, embedder
 OPERATION = "operation"
 ITEMS = "items"  # inputs, records or ids in one external call
 TOKENS = "tokens"
+PATH = "path"  # the blob's name (a run's root span: what a person searches for)
+CHUNKS = "chunks"  # chunks a run left in the index
+DRY_RUN = "dry_run"  # a reconciler pass that only planned
+ACTIONS = "actions"  # actions a reconciler pass took or planned
+FAILED_SWEEPS = "failed_sweeps"
+SEEN = "seen."  # + sweep (blobs, jobs, chunks): items a reconciler pass read
 CORRELATION = (DOC_ID, VERSION, STAGE, INSTANCE_ID)  # on every span and log record of a run
 
 

@@ -73,28 +73,59 @@ def configure(settings: TelemetrySettings) -> bool:
 
 
 def shutdown(deadline_s: float = _SHUTDOWN_DEADLINE_S) -> bool:
-    """Flush and stop the exporters within ``deadline_s``; whether they finished in time."""
+    """Flush and stop the exporters within ``deadline_s``; whether they finished in time.
+
+    Every provider's shutdown starts at once, each in a daemon thread: one still waiting its turn
+    at the deadline would run again from the SDK's ``atexit`` hook, unbounded (an OTLP exporter
+    retries a refused connection for up to its 10 s timeout). OTLP alone, with nobody accepting
+    connections at the endpoint, nothing can be delivered: leave at once instead of waiting."""
+    import time  # noqa: PLC0415 -- only when stopping
+
     with _lock:
         steps, _shutdowns[:] = list(_shutdowns), []
+        settings = _configured
     if not steps:
         return True
 
-    def run() -> None:
-        for step in steps:
-            try:
-                step()
-            except Exception as error:  # noqa: BLE001 -- one exporter's failure must not keep the others open
-                log.warning("telemetry shutdown: %s", error)
+    def run(step: Callable[[], Any]) -> None:
+        try:
+            step()
+        except Exception as error:  # noqa: BLE001 -- one exporter's failure must not keep the others open
+            log.warning("telemetry shutdown: %s", error)
 
-    worker = threading.Thread(target=run, name="telemetry-shutdown", daemon=True)
-    worker.start()
-    worker.join(deadline_s)
-    if worker.is_alive():
+    workers = [threading.Thread(target=run, args=(step,), name="telemetry-shutdown", daemon=True) for step in steps]
+    for worker in workers:
+        worker.start()
+    if settings is not None and settings.exporter == "otlp" and not _accepts_connections(settings.otlp_endpoint):
+        log.warning("telemetry: nothing listens at %s; leaving without flushing", settings.otlp_endpoint)
+        return False
+    ends = time.monotonic() + deadline_s
+    for worker in workers:
+        worker.join(max(0.0, ends - time.monotonic()))
+    if any(worker.is_alive() for worker in workers):
         log.warning(
             "telemetry: the exporters did not finish within %.0f s (collector unreachable?); leaving", deadline_s
         )
         return False
     return True
+
+
+def _accepts_connections(endpoint: str, timeout_s: float = 1.0) -> bool:
+    """Whether something accepts TCP connections at ``endpoint``'s host and port (a malformed
+    endpoint counts as listening: the exporters' own errors say what is wrong with it)."""
+    import socket  # noqa: PLC0415 -- only when stopping
+    from urllib.parse import urlsplit  # noqa: PLC0415
+
+    try:
+        parts = urlsplit(endpoint)
+        address = (parts.hostname or "localhost", parts.port or (443 if parts.scheme == "https" else 80))
+    except ValueError:
+        return True
+    try:
+        with socket.create_connection(address, timeout=timeout_s):
+            return True
+    except OSError:
+        return False
 
 
 def configure_logging(settings: TelemetrySettings, level: int = logging.INFO) -> None:
@@ -114,7 +145,15 @@ def configure_logging(settings: TelemetrySettings, level: int = logging.INFO) ->
 
 
 def _azure_monitor(settings: TelemetrySettings, resource: Resource) -> None:
+    """The distro, scoped to the project's logger. What it contacts: the connection string's
+    ingestion endpoint (``/v2.1/track``), plus what its own variables control: statsbeat
+    (``APPLICATIONINSIGHTS_STATSBEAT_DISABLED_ALL``), the SDK's remote configuration
+    (``APPLICATIONINSIGHTS_CONTROLPLANE_DISABLED``) and, outside Functions, App Service and AKS,
+    the VM metadata service once (0.2 s timeout). Failed batches wait on disk
+    (``$TMPDIR/Microsoft-AzureMonitor-*``, at most 50 MiB and 48 h) and go out after the next
+    successful export: on an instance that outlives an ingestion outage, no telemetry is lost."""
     from azure.monitor.opentelemetry import configure_azure_monitor  # noqa: PLC0415 -- only when configured
+    from opentelemetry.resource.detector.azure import AzureFunctionsResourceDetector  # noqa: PLC0415 -- with the distro
 
     extra: dict[str, Any] = {}
     if settings.otlp:
@@ -123,9 +162,16 @@ def _azure_monitor(settings: TelemetrySettings, resource: Resource) -> None:
     configure_azure_monitor(
         connection_string=settings.connection_string,
         logger_name=names.LOGGER,
-        resource=resource,
+        # The distro adds the App Service and VM detectors; in a Function App the Functions one adds
+        # cloud.platform, region and faas.* (its service.name, the site's, gives way to ours).
+        resource=AzureFunctionsResourceDetector().detect().merge(resource),
         sampling_ratio=settings.sampling_ratio,
         enable_live_metrics=False,
+        # Windows-named process counters every minute, whose "requests/sec" would count our
+        # ingest_document spans: the Function App's platform metrics already tell CPU and memory.
+        enable_performance_counters=False,
+        # Opt-out list: every library the distro supports and we do not name would be instrumented
+        # (httpx2 under the embedder's spans, requests under the Azure SDK's own ones).
         instrumentation_options={
             name: {"enabled": name == "azure_sdk"}
             for name in (
@@ -138,10 +184,16 @@ def _azure_monitor(settings: TelemetrySettings, resource: Resource) -> None:
                 "urllib",
                 "urllib3",
                 "httpx",
+                "httpx2",
             )
         },
         **extra,
     )
+    azure = logging.getLogger("azure")
+    if azure.level == logging.NOTSET:
+        # The SDKs log every HTTP call at INFO, the exporter's own among them: inside the worker,
+        # each export would come back to Application Insights as three traces.
+        azure.setLevel(logging.WARNING)
     project = logging.getLogger(names.LOGGER)
     project.setLevel(logging.INFO)
     for handler in project.handlers:
@@ -209,7 +261,12 @@ def _project_log_handler(resource: Resource, processor: Any) -> None:
     if project.level == logging.NOTSET:
         project.setLevel(logging.INFO)
     project.addHandler(handler)
-    _shutdowns.append(provider.shutdown)
+
+    def stop() -> None:
+        project.removeHandler(handler)  # a record logged while stopping would be refused, with a log line of its own
+        provider.shutdown()
+
+    _shutdowns.append(stop)
 
 
 def _shutdown_logs() -> None:

@@ -5,10 +5,12 @@ production)."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +31,9 @@ from ingestion.bootstrap import using_services
 from ingestion.devhost.host import Host
 from ingestion.errors import TransientError
 from ingestion.model import JobStatus
-from ingestion.telemetry import names
+from ingestion.reconcile_run import ACTIONS, reconcile
+from ingestion.retry import SDK_RETRIES, THROTTLED
+from ingestion.telemetry import BACKLOG, names
 from ingestion.telemetry.logs import CorrelationFilter
 from ingestion.telemetry.runs import RunIdGenerator, run_ids
 from ingestion.tokens import Tokenizer
@@ -271,3 +275,36 @@ def test_each_log_record_is_exported_once_with_its_run_and_without_content(trace
         assert record.trace_id == run_ids(job.instance_id)[0]
     text = " ".join(f"{r.body} {dict(r.attributes or {})}" for r in exported)
     assert MARKER not in text and "twenty five days" not in text
+
+
+def test_a_deletion_and_a_reconciler_pass_are_spans_of_their_own(traced: Running, recorded: Recorded) -> None:
+    """A BlobDeleted handling and a reconciler pass each leave one span saying what they did."""
+    traced.blobs.put("handbook.txt", TEXT)
+    traced.settle()
+    doc_id = traced.job("handbook.txt").doc_id
+    traced.blobs.delete("handbook.txt")
+    traced.settle()
+    (deletion,) = recorded.named(names.SPAN_DELETE)
+    assert dict(deletion.attributes or {}) == {names.DOC_ID: doc_id, names.OUTCOME: "deleted"}
+    asyncio.run(reconcile(traced.services, None, dry_run=True))
+    (sweep,) = recorded.named(names.SPAN_RECONCILE)
+    attributes = sweep.attributes or {}
+    assert (attributes[names.DRY_RUN], attributes[names.ACTIONS], attributes[names.SEEN + "jobs"]) == (True, 0, 1)
+    assert any(span.parent and span.parent.span_id == sweep.context.span_id for span in recorded.named("jobs.list"))
+
+
+def test_counts_kept_elsewhere_are_observed_as_metrics(recorded: Recorded) -> None:
+    """SDK retries, 429s and reconciler actions (kept by the adapters and the reconciler) and the
+    backlog's age are read when metrics are collected."""
+    SDK_RETRIES.add("test-observed", 3)
+    THROTTLED.add("test-observed", 2)
+    ACTIONS.add("test-rule")
+    since, swept = BACKLOG.since, BACKLOG.swept
+    BACKLOG.since = datetime.now(UTC) - timedelta(minutes=10)
+    try:
+        assert recorded.value(names.SDK_RETRIES, service="test-observed") >= 3
+        assert recorded.value(names.THROTTLED, service="test-observed") >= 2
+        assert recorded.value(names.RECONCILER_ACTIONS, rule="test-rule") >= 1
+        assert 600 <= recorded.value(names.BACKLOG_AGE) < 3600
+    finally:
+        BACKLOG.since, BACKLOG.swept = since, swept
