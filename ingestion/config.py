@@ -265,7 +265,8 @@ class TelemetrySettings:
     connection_string: str = field(default="", repr=False)  # APPLICATIONINSIGHTS_CONNECTION_STRING
     otlp_endpoint: str = ""  # OTEL_EXPORTER_OTLP_ENDPOINT (http/protobuf, e.g. http://127.0.0.1:4318)
     sampling_ratio: float = 1.0  # INGEST_TRACE_SAMPLING: share of runs traced (whole runs: by trace id)
-    metric_interval_s: float = 60.0  # INGEST_METRIC_INTERVAL_S: how often metrics are exported
+    metric_interval_s: float = 60.0  # INGEST_METRIC_INTERVAL_S: metric export interval, OTLP and console (the
+    # Azure Monitor distro reads OTEL_METRIC_EXPORT_INTERVAL, in ms)
     log_format: str = "json"  # INGEST_LOG_FORMAT: json (one object a line) or text (for people)
 
     @property

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from types import MappingProxyType
 from typing import Any
 
@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 
 _NONE: Mapping[str, str] = MappingProxyType({})
 _CORRELATION: ContextVar[Mapping[str, str]] = ContextVar("ingestion_correlation", default=_NONE)
+_BACKLOG_STALE = timedelta(minutes=30)  # six default reconciler intervals
 _JOBS_TTL_S = 30.0  # how long one job-store count serves metric collections (and health probes)
 
 _SECONDS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
@@ -129,7 +130,7 @@ class Telemetry:
             self.tracer.start_as_current_span(
                 stage,
                 context=run_context(instance_id),
-                attributes=correlation(),
+                attributes=dict(correlation()),  # a copy: samplers may add to it (Application Insights' does)
                 links=[trace.Link(linked)] if linked else None,
             ) as span,
         ):
@@ -222,6 +223,11 @@ class JobCounts:
         with self._lock:
             self._source, self._cached = source, None
 
+    def invalidate(self) -> None:
+        """Forget the last reading (the services it came from were replaced)."""
+        with self._lock:
+            self._cached = None
+
     def observe(self, options: CallbackOptions) -> Iterable[Observation]:
         with self._lock:
             source, cached = self._source, self._cached
@@ -240,19 +246,35 @@ class JobCounts:
 
 
 class BacklogAge:
-    """The age of the oldest unfinished job (queued, in progress or ``retry_later``) as the
-    reconciler's last full job sweep found it: ``since`` is when it was queued, so the age keeps
-    growing between sweeps while it waits; 0 when nothing waits."""
+    """The age of the oldest unfinished job (queued, in progress or ``retry_later``) as this process's
+    reconciler last found it in a full job sweep (``found``). The age keeps growing between sweeps
+    while that job waits; 0 when nothing waited. A finding older than ``stale_after`` is no longer
+    reported: with several instances, another one's newer sweep may have seen the backlog empty."""
 
-    def __init__(self, clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
-        self.since: datetime | None = None
-        self.swept = False  # a job sweep has finished: "nothing waits" is known, not assumed
+    def __init__(
+        self, clock: Callable[[], datetime] = lambda: datetime.now(UTC), stale_after: timedelta = _BACKLOG_STALE
+    ) -> None:
+        self._lock = threading.Lock()
+        self._found: tuple[datetime | None, datetime] | None = None  # (oldest queued time, when swept)
         self._clock = clock
+        self._stale_after = stale_after
+
+    def found(self, oldest_queued: datetime | None) -> None:
+        with self._lock:
+            self._found = (oldest_queued, self._clock())
+
+    def forget(self) -> None:
+        with self._lock:
+            self._found = None
 
     def age_s(self) -> float | None:
-        if self.since is None:
-            return 0.0 if self.swept else None
-        return max(0.0, (self._clock() - self.since).total_seconds())
+        with self._lock:
+            found = self._found
+        now = self._clock()
+        if found is None or now - found[1] > self._stale_after:
+            return None
+        oldest = found[0]
+        return 0.0 if oldest is None else max(0.0, (now - oldest).total_seconds())
 
     def observe(self, options: CallbackOptions) -> Iterable[Observation]:
         age = self.age_s()
