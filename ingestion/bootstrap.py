@@ -17,6 +17,7 @@ from ingestion.adapters.local_embedder import HashingEmbedder
 from ingestion.adapters.sqlite_index import SqliteSearchIndex
 from ingestion.adapters.sqlite_jobs import SqliteJobStore
 from ingestion.config import Settings, SettingsError
+from ingestion.model import JobStatus
 from ingestion.ports import Embedder
 from ingestion.services import Services
 from ingestion.telemetry import JOB_COUNTS, instrument
@@ -103,11 +104,13 @@ def using_services(services: Services) -> Iterator[Services]:
     global _shared  # noqa: PLW0603 -- see shared_services
     with _lock:
         previous, _shared = _shared, services
+    JOB_COUNTS.invalidate()
     try:
         yield services
     finally:
         with _lock:
             _shared = previous
+        JOB_COUNTS.invalidate()
 
 
 def _shared_job_counts() -> dict[str, int]:
@@ -115,7 +118,9 @@ def _shared_job_counts() -> dict[str, int]:
     services = _shared
     if services is None:
         return {}
-    return {status.value: count for status, count in services.jobs.count_by_status().items()}
+    counts = services.jobs.count_by_status()
+    # Every status, zeros included: a gauge that stops reporting a status would keep showing its last count.
+    return {status.value: counts.get(status, 0) for status in JobStatus}
 
 
 JOB_COUNTS.watch(_shared_job_counts)
@@ -126,5 +131,6 @@ def reset_shared_services() -> None:
     global _shared
     with _lock:
         current, _shared = _shared, None
+    JOB_COUNTS.invalidate()
     if current is not None:
         current.close()

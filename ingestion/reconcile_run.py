@@ -226,8 +226,7 @@ def _note_backlog(cursors: dict[str, str | None], jobs: list[Job], *, finished: 
             oldest = queued if oldest is None or from_iso(queued) < from_iso(oldest) else oldest
     cursors[_BACKLOG_KEY] = oldest
     if finished:
-        BACKLOG.since = from_iso(oldest) if oldest else None
-        BACKLOG.swept = True
+        BACKLOG.found(from_iso(oldest) if oldest else None)
         cursors[_BACKLOG_KEY] = None
 
 

@@ -299,12 +299,11 @@ def test_counts_kept_elsewhere_are_observed_as_metrics(recorded: Recorded) -> No
     SDK_RETRIES.add("test-observed", 3)
     THROTTLED.add("test-observed", 2)
     ACTIONS.add("test-rule")
-    since, swept = BACKLOG.since, BACKLOG.swept
-    BACKLOG.since = datetime.now(UTC) - timedelta(minutes=10)
+    BACKLOG.found(datetime.now(UTC) - timedelta(minutes=10))
     try:
         assert recorded.value(names.SDK_RETRIES, service="test-observed") >= 3
         assert recorded.value(names.THROTTLED, service="test-observed") >= 2
         assert recorded.value(names.RECONCILER_ACTIONS, rule="test-rule") >= 1
         assert 600 <= recorded.value(names.BACKLOG_AGE) < 3600
     finally:
-        BACKLOG.since, BACKLOG.swept = since, swept
+        BACKLOG.forget()
