@@ -23,6 +23,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+from ingestion import telemetry
 from ingestion.api import all_jobs, citation, job_status, report_payload, search
 from ingestion.bootstrap import build_services
 from ingestion.config import Settings, SettingsError
@@ -35,6 +36,15 @@ from ingestion.stats import job_stats, parse_window, render
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        return _main(argv)
+    finally:
+        # ``ingest`` runs function_app.py, which starts telemetry when the environment configures it:
+        # flush it, within a deadline, rather than leave it to exit hooks that wait for a collector.
+        telemetry.shutdown()
+
+
+def _main(argv: Sequence[str] | None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
 
