@@ -75,8 +75,8 @@ def configure(settings: TelemetrySettings) -> bool:
 def shutdown(deadline_s: float = _SHUTDOWN_DEADLINE_S) -> bool:
     """Flush and stop the exporters within ``deadline_s``; whether they finished in time.
 
-    Every provider's shutdown starts at once, each in a daemon thread: one still waiting its turn
-    at the deadline would run again from the SDK's ``atexit`` hook, unbounded (an OTLP exporter
+    Every provider's shutdown starts at once, each in a daemon thread: one left waiting its turn
+    at the deadline would run later from the SDK's ``atexit`` hook, unbounded (an OTLP exporter
     retries a refused connection for up to its 10 s timeout). OTLP alone, with nobody accepting
     connections at the endpoint, nothing can be delivered: leave at once instead of waiting."""
     import time  # noqa: PLC0415 -- only when stopping
