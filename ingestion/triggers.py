@@ -94,8 +94,9 @@ async def start_once(client: Any, plan: StartPlan, trigger: str = "event") -> bo
     """Start the plan's orchestration; ``False`` when it is already pending or running.
     ``trigger`` (event, reconciler) labels the documents-started metric and the start span."""
     began = datetime.now(UTC)
-    started = await _start(client, plan)
     request = plan.input["request"]
+    with telemetry.in_run(plan.instance_id, {names.DOC_ID: request["doc_id"], names.VERSION: request["etag"]}):
+        started = await _start(client, plan)
     attributes = {names.DOC_ID: request["doc_id"], names.VERSION: request["etag"], names.TRIGGER: trigger}
     if started:
         telemetry.current().started.add(1, {names.TRIGGER: trigger})

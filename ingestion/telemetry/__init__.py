@@ -21,6 +21,7 @@ from ingestion.telemetry.runtime import (
     correlated,
     correlation,
     current,
+    in_run,
     use,
 )
 from ingestion.telemetry.setup import configure, configure_logging, in_functions_worker, shutdown
@@ -37,6 +38,7 @@ __all__ = [
     "correlation",
     "current",
     "in_functions_worker",
+    "in_run",
     "instrument",
     "shutdown",
     "start",

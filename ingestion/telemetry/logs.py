@@ -3,7 +3,8 @@
 Log records carry what the pipeline decided (stage, outcome, reason code, counts, names), never a
 document's text: no code path logs content. As a second line of defence the formatter masks the
 shapes of secrets that reach messages through error texts (keys in connection strings, SAS
-signatures, bearer tokens, api-key headers).
+signatures, bearer tokens, api-key headers), and ``ScrubbingLogProcessor`` does the same for what
+is exported (the body, and the exception's message and stack trace, which travel as attributes).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import re
 from datetime import UTC, datetime
 
 from opentelemetry import trace
+from opentelemetry.sdk._logs import LogRecordProcessor, ReadWriteLogRecord
 
 from ingestion.telemetry import names
 from ingestion.telemetry.runtime import correlation
@@ -66,3 +68,25 @@ class JsonFormatter(logging.Formatter):
         if record.exc_info:
             entry["exception"] = scrub(self.formatException(record.exc_info))
         return json.dumps(entry, ensure_ascii=False, default=str)
+
+
+class ScrubbingLogProcessor(LogRecordProcessor):
+    """Masks secrets in an exported record's body and string attributes (exception message and
+    stack trace included). Added before the exporting processor, which then sends the masked record."""
+
+    def on_emit(self, log_record: ReadWriteLogRecord) -> None:
+        record = log_record.log_record
+        if isinstance(record.body, str):
+            record.body = scrub(record.body)
+        attributes = record.attributes
+        if attributes is None:
+            return
+        for key, value in list(attributes.items()):
+            if isinstance(value, str):
+                attributes[key] = scrub(value)  # type: ignore[index] # the SDK's attributes are mutable until emitted
+
+    def shutdown(self) -> None:
+        return None
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return True

@@ -19,6 +19,7 @@ from datetime import UTC, datetime, timedelta
 from types import MappingProxyType
 from typing import Any
 
+from opentelemetry import context as otel_context
 from opentelemetry import metrics, trace
 from opentelemetry.metrics import CallbackOptions, Observation
 
@@ -49,6 +50,18 @@ def correlated(fields: Mapping[str, str]) -> Iterator[None]:
         yield
     finally:
         _CORRELATION.reset(token)
+
+
+@contextmanager
+def in_run(instance_id: str, fields: Mapping[str, str]) -> Iterator[None]:
+    """Work for a run outside its activities (the starter): its log records and spans carry the
+    run's correlation fields and belong to its trace."""
+    token = otel_context.attach(run_context(instance_id) or otel_context.get_current())
+    try:
+        with correlated({**fields, names.INSTANCE_ID: instance_id}):
+            yield
+    finally:
+        otel_context.detach(token)
 
 
 @dataclass

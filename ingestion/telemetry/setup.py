@@ -26,11 +26,11 @@ from typing import Any
 from opentelemetry import metrics, trace
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
+from opentelemetry.sdk.trace.sampling import TraceIdRatioBased
 
 from ingestion.config import TelemetrySettings
 from ingestion.telemetry import names
-from ingestion.telemetry.logs import CorrelationFilter, JsonFormatter
+from ingestion.telemetry.logs import CorrelationFilter, JsonFormatter, ScrubbingLogProcessor
 from ingestion.telemetry.runs import RunIdGenerator
 from ingestion.telemetry.runtime import Telemetry, use
 
@@ -155,10 +155,15 @@ def _azure_monitor(settings: TelemetrySettings, resource: Resource) -> None:
     from azure.monitor.opentelemetry import configure_azure_monitor  # noqa: PLC0415 -- only when configured
     from opentelemetry.resource.detector.azure import AzureFunctionsResourceDetector  # noqa: PLC0415 -- with the distro
 
-    extra: dict[str, Any] = {}
+    # Processors given here run before the distro's exporting one: records leave masked.
+    extra: dict[str, Any] = {"log_record_processors": [ScrubbingLogProcessor()]}
     if settings.otlp:
         spans, reader, records = _otlp_pipeline(settings)
-        extra = {"span_processors": [spans], "metric_readers": [reader], "log_record_processors": [records]}
+        extra = {
+            "span_processors": [spans],
+            "metric_readers": [reader],
+            "log_record_processors": [ScrubbingLogProcessor(), records],
+        }
     configure_azure_monitor(
         connection_string=settings.connection_string,
         logger_name=names.LOGGER,
@@ -213,7 +218,9 @@ def _sdk(settings: TelemetrySettings, resource: Resource) -> None:
 
     tracer_provider = TracerProvider(
         resource=resource,
-        sampler=ParentBased(TraceIdRatioBased(settings.sampling_ratio)),
+        # By trace id alone, not parent-based: a run's root and its activities (whose remote parent is
+        # marked sampled) are kept or dropped together, as the Application Insights sampler does.
+        sampler=TraceIdRatioBased(settings.sampling_ratio),
         id_generator=RunIdGenerator(),
     )
     if settings.exporter == "otlp":
@@ -250,9 +257,11 @@ def _otlp_pipeline(settings: TelemetrySettings) -> tuple[Any, Any, Any]:
 def _project_log_handler(resource: Resource, processor: Any) -> None:
     """Export the project's log records (``ingestion.*``) through ``processor``, once each."""
     from opentelemetry._logs import set_logger_provider  # noqa: PLC0415
-    from opentelemetry.sdk._logs import LoggerProvider, LoggingHandler  # noqa: PLC0415
+    from opentelemetry.instrumentation.logging.handler import LoggingHandler  # noqa: PLC0415
+    from opentelemetry.sdk._logs import LoggerProvider  # noqa: PLC0415
 
     provider = LoggerProvider(resource=resource)
+    provider.add_log_record_processor(ScrubbingLogProcessor())  # first: the exporter sends masked records
     provider.add_log_record_processor(processor)
     set_logger_provider(provider)
     handler = LoggingHandler(logger_provider=provider)

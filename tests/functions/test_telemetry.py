@@ -269,9 +269,10 @@ def test_each_log_record_is_exported_once_with_its_run_and_without_content(trace
     assert Counter(str(r.body) for r in exported) == Counter(r.getMessage() for r in emitted)  # once each
     in_run = [r for r in exported if (r.attributes or {}).get(names.INSTANCE_ID) == job.instance_id]
     assert any("transient" in str(r.body) for r in in_run)  # the retry's warning, with its run
+    assert any(str(r.body).startswith("started ") for r in in_run)  # the starter's too, outside any activity
     for record in in_run:
         attributes = record.attributes or {}
-        assert attributes[names.DOC_ID] == job.doc_id and attributes[names.STAGE] in ACTIVITIES
+        assert attributes[names.DOC_ID] == job.doc_id and attributes.get(names.STAGE) in (*ACTIVITIES, None)
         assert record.trace_id == run_ids(job.instance_id)[0]
     text = " ".join(f"{r.body} {dict(r.attributes or {})}" for r in exported)
     assert MARKER not in text and "twenty five days" not in text
