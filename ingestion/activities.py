@@ -38,6 +38,7 @@ from ingestion.workflow import (
     PARSE_DOCUMENT,
     PERSIST_CHUNKS,
     RECORD_OUTCOME,
+    attempt_of,
     instance_of,
 )
 
@@ -58,7 +59,9 @@ def run_stage(
     """Run ``stage`` for the request in ``payload``; its result's payload, or an error envelope.
     ``traceparent``: the invocation's W3C trace context, linked from the stage's span."""
     request = StageRequest.from_payload(payload)
-    with telemetry.current().activity(stage, request.doc_id, request.etag, instance_of(payload), traceparent) as scope:
+    with telemetry.current().activity(
+        stage, request.doc_id, request.etag, instance_of(payload), traceparent=traceparent, attempt=attempt_of(payload)
+    ) as scope:
         try:
             result = STAGES[stage](services, request)
         except TransientError as error:
@@ -79,14 +82,22 @@ def record_outcome(services: Services, payload: dict[str, Any], traceparent: str
     request = StageRequest.from_payload(payload["request"])
     instance_id = instance_of(payload["request"])
     current = telemetry.current()
-    with current.activity(RECORD_OUTCOME, request.doc_id, request.etag, instance_id, traceparent) as scope:
+    attempt = attempt_of(payload)
+    with current.activity(
+        RECORD_OUTCOME, request.doc_id, request.etag, instance_id, traceparent=traceparent, attempt=attempt
+    ) as scope:
         try:
+            before = services.jobs.get(request.doc_id)
             recorded, job = _record(services, payload)
         except TransientError as error:
             log.warning("recording the outcome failed: %s", error.message)
             scope.ended("transient", error.code)
             return error.to_payload()
-        _finished(services, current, recorded, job, instance_id)
+        # Count the run's end once. A delivery that wrote nothing new (Durable's at-least-once, the
+        # crash net) is a repeat, unless an earlier try may have written and lost its reply.
+        wrote = job is None or before is None or before.etag != job.etag
+        if wrote or (attempt or 1) > 1:
+            _finished(services, current, recorded, job, instance_id)
         return {"ok": True, "result": recorded}
 
 
@@ -112,6 +123,17 @@ def _record(services: Services, payload: dict[str, Any]) -> tuple[dict[str, Any]
 
 
 def _finished(
+    services: Services, current: telemetry.Telemetry, recorded: dict[str, Any], job: Job | None, instance_id: str | None
+) -> None:
+    """The run's end in metrics and in its trace; never an error of the activity's (the outcome is
+    recorded already: a raise here would make the crash net record it again)."""
+    try:
+        _report_finished(services, current, recorded, job, instance_id)
+    except Exception as error:  # noqa: BLE001 -- telemetry must not fail ingestion
+        log.warning("%s: the run's end was not reported: %s", recorded.get("status"), error)
+
+
+def _report_finished(
     services: Services, current: telemetry.Telemetry, recorded: dict[str, Any], job: Job | None, instance_id: str | None
 ) -> None:
     """The run's end in metrics and in its trace: the document's outcome and reason, the time from

@@ -17,10 +17,9 @@ from ingestion.adapters.local_embedder import HashingEmbedder
 from ingestion.adapters.sqlite_index import SqliteSearchIndex
 from ingestion.adapters.sqlite_jobs import SqliteJobStore
 from ingestion.config import Settings, SettingsError
-from ingestion.model import JobStatus
-from ingestion.ports import Embedder
+from ingestion.ports import Embedder, JobStore
 from ingestion.services import Services
-from ingestion.telemetry import JOB_COUNTS, instrument
+from ingestion.telemetry import JOB_COUNTS, instrument, untraced
 from ingestion.tokens import Tokenizer
 
 
@@ -113,17 +112,13 @@ def using_services(services: Services) -> Iterator[Services]:
         JOB_COUNTS.invalidate()
 
 
-def _shared_job_counts() -> dict[str, int]:
-    """Jobs by status of the shared services, for the jobs gauge; nothing before they are built."""
+def _shared_jobs() -> JobStore | None:
+    """The shared services' job store, for the jobs gauge; ``None`` before they are built."""
     services = _shared
-    if services is None:
-        return {}
-    counts = services.jobs.count_by_status()
-    # Every status, zeros included: a gauge that stops reporting a status would keep showing its last count.
-    return {status.value: counts.get(status, 0) for status in JobStatus}
+    return None if services is None else untraced(services.jobs)
 
 
-JOB_COUNTS.watch(_shared_job_counts)
+JOB_COUNTS.watch(_shared_jobs)
 
 
 def reset_shared_services() -> None:

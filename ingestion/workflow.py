@@ -38,6 +38,7 @@ RECORD_OUTCOME = "record_outcome"
 STAGE_ACTIVITIES = (FETCH_BLOB, PARSE_DOCUMENT, CHUNK_DOCUMENT, EMBED_CHUNKS, PERSIST_CHUNKS)
 ORCHESTRATOR = "ingest_document"
 INSTANCE_KEY = "instance_id"  # in a stage request: the run it belongs to
+ATTEMPT_KEY = "attempt"  # in an activity's input: which try of it this is (1 first)
 
 # The crash net: an activity that raises (a bug, a killed worker) is tried this many times in all.
 CRASH_RETRY = df.RetryOptions(first_retry_interval_in_milliseconds=5_000, max_number_of_attempts=3)
@@ -52,6 +53,12 @@ def instance_of(request: dict[str, Any]) -> str | None:
     """The orchestration instance a stage request comes from (its trace), if the request names it."""
     found = request.get(INSTANCE_KEY)
     return str(found) if found else None
+
+
+def attempt_of(payload: dict[str, Any]) -> int | None:
+    """Which try of an activity ``payload`` is for (``None`` when the caller did not say)."""
+    found = payload.get(ATTEMPT_KEY)
+    return int(found) if isinstance(found, int) else None
 
 
 def ingest_document(context: Any) -> Generator[Any, Any, Any]:
@@ -93,7 +100,10 @@ def _call(context: Any, policy: RetryPolicy, name: str, payload: dict[str, Any])
     attempt = 1
     while True:
         try:
-            envelope: dict[str, Any] = yield context.call_activity_with_retry(name, CRASH_RETRY, payload)
+            # Which try this is travels with the request: the activity's span says so, and
+            # record_outcome counts a run's end once even when a reply was lost and it runs again.
+            attempt_payload = payload | {ATTEMPT_KEY: attempt}
+            envelope: dict[str, Any] = yield context.call_activity_with_retry(name, CRASH_RETRY, attempt_payload)
         except Exception as crash:  # noqa: BLE001 -- activity failures arrive as plain Exception
             return TransientError(f"{name} kept crashing: {str(crash)[:500]}", code="activity_crashed").to_payload()
         if envelope["ok"] or envelope["kind"] != "transient":

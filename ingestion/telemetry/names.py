@@ -29,6 +29,7 @@ INSTANCE_ID = "instance_id"
 OUTCOME = "outcome"  # stage: ok|transient|permanent|superseded|crashed; document: the job's final status
 REASON = "reason"  # the reason code of an error or of a document's outcome
 KIND = "kind"  # a retry's error code (throttled, timeout, http_503, ...)
+ATTEMPT = "attempt"  # which try of an activity (1 first; a retry after a transient failure is 2...)
 TRIGGER = "trigger"  # what started a run: event|reconciler
 STATUS = "status"  # a job status
 RULE = "rule"  # a reconciler rule

@@ -23,6 +23,7 @@ from opentelemetry import context as otel_context
 from opentelemetry import metrics, trace
 from opentelemetry.metrics import CallbackOptions, Observation
 
+from ingestion.model import JobStatus
 from ingestion.telemetry import names
 from ingestion.telemetry.runs import RunIdGenerator, force_ids, link_context, reset_ids, run_context
 
@@ -31,7 +32,7 @@ log = logging.getLogger(__name__)
 _NONE: Mapping[str, str] = MappingProxyType({})
 _CORRELATION: ContextVar[Mapping[str, str]] = ContextVar("ingestion_correlation", default=_NONE)
 _BACKLOG_STALE = timedelta(minutes=30)  # six default reconciler intervals
-_JOBS_TTL_S = 30.0  # how long one job-store count serves metric collections (and health probes)
+_JOBS_TTL_S = 10.0  # how long one job-store count serves metric collections and health probes
 
 _SECONDS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
 _LATENCY = (1, 2, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 7200, 21600, 86400)
@@ -124,7 +125,14 @@ class Telemetry:
 
     @contextmanager
     def activity(
-        self, stage: str, doc_id: str, version: str, instance_id: str | None = None, traceparent: str | None = None
+        self,
+        stage: str,
+        doc_id: str,
+        version: str,
+        instance_id: str | None = None,
+        *,
+        traceparent: str | None = None,
+        attempt: int | None = None,
     ) -> Iterator[StageScope]:
         """One activity: a span under the run's root, the stage duration, and the run's correlation
         fields for every span and log record inside. A ``traceparent`` (the Functions host's
@@ -143,7 +151,8 @@ class Telemetry:
             self.tracer.start_as_current_span(
                 stage,
                 context=run_context(instance_id),
-                attributes=dict(correlation()),  # a copy: samplers may add to it (Application Insights' does)
+                # a copy: samplers may add to it (Application Insights' does)
+                attributes={**correlation(), **({names.ATTEMPT: attempt} if attempt else {})},
                 links=[trace.Link(linked)] if linked else None,
             ) as span,
         ):
@@ -193,7 +202,7 @@ class Telemetry:
             span = self.tracer.start_span(
                 name, context=run_context(instance_id), attributes=attributes, start_time=start_ns
             )
-        if attributes.get(names.OUTCOME) in ("needs_review", "retry_later", "unrecorded"):
+        if attributes.get(names.OUTCOME) in ("needs_review", "retry_later"):
             span.set_status(trace.StatusCode.ERROR, f"{attributes[names.OUTCOME]}: {attributes.get(names.REASON, '')}")
         span.end()
 
@@ -224,15 +233,19 @@ def _reconciler_actions(options: CallbackOptions) -> Iterable[Observation]:
 
 
 class JobCounts:
-    """Jobs by status for the gauge: read from the job store the app watches, at most every 30 s."""
+    """Jobs by status, read from a job store at most every ``_JOBS_TTL_S``: what the jobs gauge
+    reports (for the store ``watch`` names) and what ``GET /api/health`` shows, so neither metric
+    collections nor health probes query the store (a cross-partition count on Cosmos DB) each time.
+    Read the adapter itself, not its traced wrapper: a reading belongs to no run."""
 
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._lock = threading.Lock()
-        self._source: Callable[[], Mapping[str, int]] | None = None
-        self._cached: tuple[float, Mapping[str, int]] | None = None
+        self._source: Callable[[], Any] | None = None
+        self._cached: tuple[float, Any, Mapping[str, int]] | None = None  # (when, store, counts)
         self._clock = clock
 
-    def watch(self, source: Callable[[], Mapping[str, int]] | None) -> None:
+    def watch(self, source: Callable[[], Any] | None) -> None:
+        """``source`` returns the job store the gauge reports (``None``: nothing to report yet)."""
         with self._lock:
             self._source, self._cached = source, None
 
@@ -241,21 +254,30 @@ class JobCounts:
         with self._lock:
             self._cached = None
 
+    def read(self, store: Any) -> Mapping[str, int]:
+        """``store``'s jobs by status (those with any), at most ``_JOBS_TTL_S`` old."""
+        with self._lock:
+            cached = self._cached
+        if cached is not None and cached[1] is store and self._clock() - cached[0] <= _JOBS_TTL_S:
+            return cached[2]
+        counts = {status.value: count for status, count in store.count_by_status().items() if count}
+        with self._lock:
+            self._cached = (self._clock(), store, counts)
+        return counts
+
     def observe(self, options: CallbackOptions) -> Iterable[Observation]:
         with self._lock:
-            source, cached = self._source, self._cached
-        if source is None:
+            source = self._source
+        store = source() if source is not None else None
+        if store is None:
             return []
-        if cached is None or self._clock() - cached[0] > _JOBS_TTL_S:
-            try:
-                counts = source()
-            except Exception as error:  # noqa: BLE001 -- a failing store must not break metric export
-                log.warning("jobs by status not reported: %s", error)
-                return []
-            cached = (self._clock(), counts)
-            with self._lock:
-                self._cached = cached
-        return _observe_counts(cached[1], names.STATUS)
+        try:
+            counts = self.read(store)
+        except Exception as error:  # noqa: BLE001 -- a failing store must not break metric export
+            log.warning("jobs by status not reported: %s", error)
+            return []
+        # Every status, zeros included: a gauge that stops reporting a status keeps showing its last count.
+        return _observe_counts({status.value: counts.get(status.value, 0) for status in JobStatus}, names.STATUS)
 
 
 class BacklogAge:

@@ -18,6 +18,7 @@ a process stops promptly even when no collector listens.
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import threading
 from collections.abc import Callable
@@ -57,10 +58,15 @@ def configure(settings: TelemetrySettings) -> bool:
         if settings.exporter == "none":
             return False
         resource = Resource.create({"service.name": names.SERVICE_NAME})
-        if settings.exporter == "azure_monitor":
-            _azure_monitor(settings, resource)
-        else:
-            _sdk(settings, resource)
+        try:
+            if settings.exporter == "azure_monitor":
+                _azure_monitor(settings, resource)
+            else:
+                _sdk(settings, resource)
+        except Exception as error:  # noqa: BLE001 -- a bad exporter setting must not keep the app from starting
+            log.error("telemetry off: %s", error)
+            _configured = TelemetrySettings(exporter="none")
+            return False
         provider = trace.get_tracer_provider()
         if hasattr(provider, "id_generator"):  # the run's root span is created with ids derived from it
             provider.id_generator = RunIdGenerator()
@@ -156,6 +162,11 @@ def _azure_monitor(settings: TelemetrySettings, resource: Resource) -> None:
     from opentelemetry.resource.detector.azure import AzureFunctionsResourceDetector  # noqa: PLC0415 -- with the distro
 
     # Processors given here run before the distro's exporting one: records leave masked.
+    for name in ("OTEL_TRACES_SAMPLER", "OTEL_TRACES_SAMPLER_ARG"):
+        # The distro prefers these to the ratio it is given, and a parent-based sampler would keep a
+        # run's activities (whose remote parent is marked sampled) while dropping its root.
+        if os.environ.pop(name, None) is not None:
+            log.warning("telemetry: %s ignored: INGEST_TRACE_SAMPLING chooses the runs traced, whole", name)
     extra: dict[str, Any] = {"log_record_processors": [ScrubbingLogProcessor()]}
     if settings.otlp:
         spans, reader, records = _otlp_pipeline(settings)

@@ -17,6 +17,7 @@ from typing import Any, TypeVar, cast
 
 from opentelemetry import trace
 
+from ingestion.errors import ConcurrencyError
 from ingestion.ports import Embeddings
 from ingestion.telemetry import names
 from ingestion.telemetry.runtime import current
@@ -56,14 +57,15 @@ class Traced:
         def call(*args: Any, **kwargs: Any) -> Any:
             telemetry = current()
             span = telemetry.start_call(port, name, **_request_attributes(args))
-            with trace.use_span(span, end_on_exit=False, record_exception=True, set_status_on_exception=True):
+            with trace.use_span(span, end_on_exit=False, record_exception=False, set_status_on_exception=False):
                 try:
                     result = value(*args, **kwargs)
-                except BaseException:
+                except BaseException as error:
+                    _failed(span, error)
                     span.end()
                     raise
             if isinstance(result, Iterator):
-                return _ending(result, span)
+                return _Ending(result, span)
             _record(telemetry, span, f"{port}.{name}", args, result)
             span.end()
             return result
@@ -88,18 +90,54 @@ def _record(telemetry: Any, span: trace.Span, call: str, args: tuple[Any, ...], 
         telemetry.index_batch.record(len(args[0]), {names.OPERATION: call.partition(".")[2]})
 
 
-def _ending(items: Iterator[T], span: trace.Span) -> Iterator[T]:
-    """``items``, ending ``span`` when they are exhausted, fail, or are closed early."""
-    try:
-        yield from items
-    except GeneratorExit:
-        raise
-    except BaseException as error:
-        span.record_exception(error)
-        span.set_status(trace.StatusCode.ERROR, type(error).__name__)
-        raise
-    finally:
-        span.end()
+def _failed(span: trace.Span, error: BaseException) -> None:
+    """A call that raised. A lost ETag race is the optimistic write working as designed (the caller
+    re-reads and tries again), so it is an outcome on the span, not a failed dependency."""
+    if isinstance(error, ConcurrencyError):
+        span.set_attribute(names.OUTCOME, "conflict")
+        return
+    span.record_exception(error)
+    span.set_status(trace.StatusCode.ERROR, type(error).__name__)
+
+
+class _Ending(Iterator[T]):
+    """``items``, ending ``span`` once: when they are exhausted, fail, are closed (even before the
+    first item, which a generator's ``finally`` would miss) or are dropped."""
+
+    def __init__(self, items: Iterator[T], span: trace.Span) -> None:
+        self._items = items
+        self._span: trace.Span | None = span
+
+    def __iter__(self) -> _Ending[T]:
+        return self
+
+    def __next__(self) -> T:
+        try:
+            return next(self._items)
+        except StopIteration:
+            self._end()
+            raise
+        except BaseException as error:
+            if self._span is not None:
+                _failed(self._span, error)
+            self._end()
+            raise
+
+    def close(self) -> None:
+        try:
+            close = getattr(self._items, "close", None)
+            if close is not None:
+                close()
+        finally:
+            self._end()
+
+    def __del__(self) -> None:
+        self._end()
+
+    def _end(self) -> None:
+        span, self._span = self._span, None
+        if span is not None:
+            span.end()
 
 
 def instrument(services: T) -> T:

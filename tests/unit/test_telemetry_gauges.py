@@ -5,11 +5,13 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from ingestion.bootstrap import _shared_job_counts, using_services
+from opentelemetry.metrics import CallbackOptions
+
 from ingestion.model import JobStatus
 from ingestion.reconcile_run import _note_backlog
 from ingestion.services import Services
-from ingestion.telemetry.runtime import BacklogAge
+from ingestion.telemetry.runtime import BacklogAge, JobCounts
+from tests.fakes import InMemoryJobStore
 from tests.unit.test_stats import NOW, job
 
 S = JobStatus
@@ -66,6 +68,29 @@ def test_jobs_by_status_reports_every_status_zeros_included(services: Services) 
     """A status with no job reports 0, so a gauge never keeps showing a count that has drained."""
     for one in (job("a", S.INDEXED), job("b", S.NEEDS_REVIEW)):
         services.jobs.create(one)
-    with using_services(services):
-        counts = _shared_job_counts()
-    assert counts == {status.value: 0 for status in JobStatus} | {"indexed": 1, "needs_review": 1}
+    counts = JobCounts()
+    counts.watch(lambda: services.jobs)
+    observed = {point.attributes["status"]: point.value for point in counts.observe(CallbackOptions())}  # type: ignore[index]
+    assert observed == {status.value: 0 for status in JobStatus} | {"indexed": 1, "needs_review": 1}
+
+
+def test_a_reading_serves_probes_for_a_while_and_not_another_store() -> None:
+    """Within the time-to-live one store is counted once; another store is counted afresh."""
+
+    class Counting(InMemoryJobStore):
+        counted = 0
+
+        def count_by_status(self) -> dict[JobStatus, int]:
+            type(self).counted += 1
+            return super().count_by_status()
+
+    seconds = [0.0]
+    counts = JobCounts(clock=lambda: seconds[0])
+    first, second = Counting(), Counting()
+    first.create(job("a", S.INDEXED))
+    assert counts.read(first) == {"indexed": 1} == counts.read(first)
+    assert Counting.counted == 1
+    assert counts.read(second) == {}
+    seconds[0] += 60
+    counts.read(second)
+    assert Counting.counted == 3

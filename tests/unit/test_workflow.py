@@ -95,8 +95,8 @@ def test_happy_path_calls_each_stage_once_then_records_indexed() -> None:
     answers[RECORD_OUTCOME] = [recorded("indexed")]
     context, output = drive(answers)
     assert names(context) == [*STAGE_ACTIVITIES, RECORD_OUTCOME]
-    # Each request names its run, so the activities' spans join the run's trace.
-    assert all(payload == REQUEST | {"instance_id": "doc-1-abc"} for name, payload in context.calls[:5])
+    # Each request names its run, so the activities' spans join the run's trace, and its try.
+    assert all(payload == REQUEST | {"instance_id": "doc-1-abc", "attempt": 1} for name, payload in context.calls[:5])
     outcome = context.calls[-1][1]
     assert outcome["outcome"] == "indexed"
     assert outcome["result"] == PERSISTED["result"]
@@ -142,6 +142,8 @@ def test_spent_retries_end_in_retry_later_with_a_due_time() -> None:
     }
     context, output = drive(answers)
     assert names(context).count(FETCH_BLOB) == POLICY.attempts
+    # Each try says which it is (its span shows it; record_outcome uses it to count a run's end once)
+    assert [payload["attempt"] for name, payload in context.calls if name == FETCH_BLOB] == [1, 2, 3]
     outcome = context.calls[-1][1]
     assert (outcome["outcome"], outcome["stage"], outcome["error"]["code"]) == ("retry_later", FETCH_BLOB, "timeout")
     assert from_iso(outcome["retry_at"]) == context.current_utc_datetime + timedelta(seconds=POLICY.retry_later_s)
