@@ -29,10 +29,10 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
 from ingestion import activities, telemetry
 from ingestion.bootstrap import build_services
-from ingestion.config import ParseLimits, Settings
+from ingestion.config import ParseLimits, Settings, TelemetrySettings
 from ingestion.services import Services
 from ingestion.telemetry import names
-from ingestion.telemetry.logs import CorrelationFilter
+from ingestion.telemetry.logs import CorrelationFilter, ScrubbingLogProcessor
 from ingestion.telemetry.runs import RunIdGenerator
 from ingestion.triggers import plan_ingestion
 from ingestion.workflow import CHUNK_DOCUMENT, FETCH_BLOB, INSTANCE_KEY, PARSE_DOCUMENT
@@ -74,11 +74,13 @@ def telemetry_on(endpoint: str) -> Iterator[None]:
     """The full SDK exporting over OTLP, as ``setup.configure`` builds it for the otlp exporter."""
     tracer_provider = TracerProvider(id_generator=RunIdGenerator())
     tracer_provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=f"{endpoint}/v1/traces")))
-    reader = PeriodicExportingMetricReader(
-        OTLPMetricExporter(endpoint=f"{endpoint}/v1/metrics"), export_interval_millis=1000
+    reader = PeriodicExportingMetricReader(  # the production default interval (INGEST_METRIC_INTERVAL_S)
+        OTLPMetricExporter(endpoint=f"{endpoint}/v1/metrics"),
+        export_interval_millis=TelemetrySettings().metric_interval_s * 1000,
     )
     meter_provider = MeterProvider(metric_readers=[reader])
     logger_provider = LoggerProvider()
+    logger_provider.add_log_record_processor(ScrubbingLogProcessor())
     logger_provider.add_log_record_processor(BatchLogRecordProcessor(OTLPLogExporter(endpoint=f"{endpoint}/v1/logs")))
     handler = LoggingHandler(logger_provider=logger_provider)
     handler.addFilter(CorrelationFilter())

@@ -70,6 +70,7 @@ class Traced:
             span.end()
             return result
 
+        self.__dict__[name] = call  # found directly from now on: __getattr__ runs once per operation
         return call
 
 
