@@ -19,11 +19,9 @@ import json
 import re
 import threading
 from dataclasses import dataclass
-from http.server import ThreadingHTTPServer
 from typing import Any
 
-from tests.emulators.local_http import QuietHandler
-from tests.emulators.process import HOST
+from tests.emulators.local_http import LocalHttpServer, QuietHandler
 
 INSTRUMENTATION_KEY = "00000000-0000-0000-0000-000000000000"
 REQUEST = "Microsoft.ApplicationInsights.Request"
@@ -66,13 +64,12 @@ class AppInsightsIngest:
         self._envelopes: list[Envelope] = []
         self.requests = 0
         self.rejected: list[str] = []  # requests answered 400/404, with the reason
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
+        self._server: LocalHttpServer | None = None
 
     @property
     def url(self) -> str:
         assert self._server is not None, "not started"
-        return f"http://{HOST}:{self._server.server_address[1]}/"
+        return f"{self._server.url}/"
 
     @property
     def connection_string(self) -> str:
@@ -95,18 +92,13 @@ class AppInsightsIngest:
                 self.end_headers()
                 self.wfile.write(data)
 
-        self._server = ThreadingHTTPServer((HOST, 0), Handler)
-        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,), daemon=True)
-        self._thread.start()
+        self._server = LocalHttpServer(Handler)
         return self
 
     def stop(self) -> None:
         server, self._server = self._server, None
         if server is not None:
-            server.shutdown()
-            server.server_close()
-        if self._thread is not None:
-            self._thread.join()
+            server.close()
 
     def __enter__(self) -> AppInsightsIngest:
         return self.start()

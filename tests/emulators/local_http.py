@@ -20,16 +20,23 @@ class QuietHandler(BaseHTTPRequestHandler):
 
 
 class LocalHttpServer:
-    """``handler`` served on 127.0.0.1 (a port the OS picks) from the moment it is built."""
+    """``handler`` served on 127.0.0.1 from the moment it is built: on ``port`` (0: one the OS picks).
+    ``owner`` is what the handler reaches as ``self.server.owner`` (the object whose requests it serves)."""
 
-    def __init__(self, handler: type[BaseHTTPRequestHandler]) -> None:
-        self._server = ThreadingHTTPServer((HOST, 0), handler)
+    def __init__(self, handler: type[BaseHTTPRequestHandler], port: int = 0, owner: object = None) -> None:
+        self._server = ThreadingHTTPServer((HOST, port), handler)
+        self._server.daemon_threads = True
+        self._server.owner = owner  # type: ignore[attr-defined]
         self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,), daemon=True)
         self._thread.start()
 
     @property
+    def port(self) -> int:
+        return int(self._server.server_address[1])
+
+    @property
     def url(self) -> str:
-        return f"http://{HOST}:{self._server.server_address[1]}"
+        return f"http://{HOST}:{self.port}"
 
     def close(self) -> None:
         """Stop serving and release the port (again: nothing to do)."""

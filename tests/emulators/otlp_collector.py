@@ -22,7 +22,6 @@ import time
 import zlib
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from http.server import ThreadingHTTPServer
 from typing import Any
 
 from google.protobuf.message import DecodeError, Message
@@ -39,7 +38,7 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span as SpanMessage
 from opentelemetry.proto.trace.v1.trace_pb2 import Status
 
-from tests.emulators.local_http import QuietHandler
+from tests.emulators.local_http import LocalHttpServer, QuietHandler
 from tests.emulators.process import HOST
 
 PROTOBUF = "application/x-protobuf"
@@ -99,17 +98,15 @@ class OtlpCollector:
         self._logs: list[LogRecord] = []
         self.requests: list[tuple[str, int]] = []  # (path, status) of every request
         self._echo = echo
-        self._http = ThreadingHTTPServer((HOST, port), _Handler)
-        self._http.daemon_threads = True
-        self._http.block_on_close = False
-        self._http.app = self  # type: ignore[attr-defined]  # the handler finds the collector here
-        self._thread: threading.Thread | None = None
+        self._port = port
+        self._http: LocalHttpServer | None = None
 
     # ------------------------------------------------------------------ lifecycle
 
     @property
     def port(self) -> int:
-        return int(self._http.server_address[1])
+        assert self._http is not None, "not started"
+        return self._http.port
 
     @property
     def url(self) -> str:
@@ -117,16 +114,13 @@ class OtlpCollector:
         return f"http://{HOST}:{self.port}"
 
     def start(self) -> OtlpCollector:
-        self._thread = threading.Thread(target=self._http.serve_forever, args=(0.05,), name="otlp-collector")
-        self._thread.daemon = True
-        self._thread.start()
+        self._http = LocalHttpServer(_Handler, self._port, owner=self)
         return self
 
     def stop(self) -> None:
-        self._http.shutdown()
-        self._http.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=10)
+        http, self._http = self._http, None
+        if http is not None:
+            http.close()
 
     def __enter__(self) -> OtlpCollector:
         return self.start()
@@ -200,7 +194,7 @@ class _Handler(QuietHandler):
     protocol_version = "HTTP/1.1"  # keep-alive, as the exporters' connection pool expects
 
     def do_POST(self) -> None:  # the name http.server dispatches to
-        collector: OtlpCollector = self.server.app  # type: ignore[attr-defined]
+        collector: OtlpCollector = self.server.owner  # type: ignore[attr-defined]
         try:
             body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
             path = self.path.split("?")[0]

@@ -6,23 +6,12 @@ production)."""
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 import pytest
-from opentelemetry.instrumentation.logging.handler import LoggingHandler
-from opentelemetry.sdk._logs import LoggerProvider
-from opentelemetry.sdk._logs.export import InMemoryLogRecordExporter, SimpleLogRecordProcessor
-from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.metrics.export import InMemoryMetricReader
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
 import function_app
@@ -34,13 +23,13 @@ from ingestion.model import JobStatus
 from ingestion.reconcile_run import ACTIONS, reconcile
 from ingestion.retry import SDK_RETRIES, THROTTLED
 from ingestion.telemetry import BACKLOG, names
-from ingestion.telemetry.logs import CorrelationFilter
-from ingestion.telemetry.runs import RunIdGenerator, run_ids
+from ingestion.telemetry.runs import run_ids
 from ingestion.tokens import Tokenizer
 from ingestion.workflow import RECORD_OUTCOME, STAGE_ACTIVITIES
 from tests.fakes import InMemoryBlobSource, InMemoryJobStore
 from tests.functions.conftest import GatedEmbedder, GatedIndex, Running, make_services
 from tests.unit.parsers.conftest import minimal_pdf
+from tests.unit.telemetry_helpers import Recorded, recording
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -49,76 +38,11 @@ TEXT = (f"Employees get twenty five days of paid leave per year. {MARKER}. Reque
 ACTIVITIES = (*STAGE_ACTIVITIES, RECORD_OUTCOME)
 
 
-@dataclass
-class Recorded:
-    spans: InMemorySpanExporter
-    metrics: InMemoryMetricReader
-    logs: InMemoryLogRecordExporter
-    emitted: list[logging.LogRecord]  # every record the project's loggers emitted, as a handler saw it
-
-    def finished(self) -> list[ReadableSpan]:
-        return list(self.spans.get_finished_spans())
-
-    def named(self, name: str) -> list[ReadableSpan]:
-        return [span for span in self.finished() if span.name == name]
-
-    def points(self, metric: names.Metric) -> list[Any]:
-        data = self.metrics.get_metrics_data()
-        found = []
-        for resource in data.resource_metrics if data else ():
-            for scope in resource.scope_metrics:
-                for item in scope.metrics:
-                    if item.name == metric.name:
-                        found.extend(item.data.data_points)
-        return found
-
-    def value(self, metric: names.Metric, **attributes: str) -> float:
-        """The sum (counters), count (histograms) or value (gauges) of the points with ``attributes``."""
-        total = 0.0
-        for point in self.points(metric):
-            if all(point.attributes.get(key) == value for key, value in attributes.items()):
-                total += getattr(point, "count", None) or getattr(point, "value", 0)
-        return total
-
-
-class _Capture(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__()
-        self.records: list[logging.LogRecord] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.records.append(record)
-
-
 @pytest.fixture
 def recorded() -> Iterator[Recorded]:
     """Telemetry recorded in memory for the test, the project's logs exported through OpenTelemetry."""
-    spans = InMemorySpanExporter()
-    tracer_provider = TracerProvider(id_generator=RunIdGenerator())
-    tracer_provider.add_span_processor(SimpleSpanProcessor(spans))
-    reader = InMemoryMetricReader()
-    meter_provider = MeterProvider(metric_readers=[reader])
-    logs = InMemoryLogRecordExporter()
-    logger_provider = LoggerProvider()
-    logger_provider.add_log_record_processor(SimpleLogRecordProcessor(logs))
-    handler = LoggingHandler(logger_provider=logger_provider)
-    handler.addFilter(CorrelationFilter())
-    capture = _Capture()
-    project = logging.getLogger(names.LOGGER)
-    level = project.level
-    project.setLevel(logging.INFO)
-    project.addHandler(handler)
-    project.addHandler(capture)
-    previous = telemetry.use(telemetry.Telemetry(tracer_provider, meter_provider))
-    try:
-        yield Recorded(spans, reader, logs, capture.records)
-    finally:
-        telemetry.use(previous)
-        project.removeHandler(handler)
-        project.removeHandler(capture)
-        project.setLevel(level)
-        for provider in (tracer_provider, meter_provider, logger_provider):
-            provider.shutdown()
+    with recording() as found:
+        yield found
 
 
 @pytest.fixture

@@ -10,16 +10,10 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
-from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.metrics.export import InMemoryMetricReader
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import StatusCode
 
 from ingestion import activities, telemetry
@@ -29,52 +23,22 @@ from ingestion.errors import ConcurrencyError, TransientError
 from ingestion.model import JobStatus
 from ingestion.services import Services
 from ingestion.telemetry import names
-from ingestion.telemetry.runs import RunIdGenerator, run_ids
+from ingestion.telemetry.runs import run_ids
 from ingestion.telemetry.traced import Traced
 from ingestion.workflow import STAGE_ACTIVITIES
 from tests.fakes import InMemoryJobStore
 from tests.unit.pipeline_helpers import upload
+from tests.unit.telemetry_helpers import Recorded, recording
 
 REPO = Path(__file__).resolve().parents[2]
 TEXT = b"Employees get twenty five days of paid leave per year. Requests go to the manager. " * 30
 
 
-@dataclass
-class Recorded:
-    spans: InMemorySpanExporter
-    metrics: InMemoryMetricReader
-
-    def named(self, name: str) -> list[ReadableSpan]:
-        return [span for span in self.spans.get_finished_spans() if span.name == name]
-
-    def total(self, metric: names.Metric) -> float:
-        """The sum (counters) or count (histograms) over every point of ``metric``."""
-        data = self.metrics.get_metrics_data()
-        total = 0.0
-        for resource in data.resource_metrics if data else ():
-            for scope in resource.scope_metrics:
-                for item in scope.metrics:
-                    if item.name == metric.name:
-                        for point in item.data.data_points:
-                            total += float(getattr(point, "count", 0) or getattr(point, "value", 0))
-        return total
-
-
 @pytest.fixture
 def recorded() -> Iterator[Recorded]:
     """Spans and metrics recorded in memory, through providers like the ones ``configure`` installs."""
-    spans = InMemorySpanExporter()
-    tracer_provider = TracerProvider(id_generator=RunIdGenerator())
-    tracer_provider.add_span_processor(SimpleSpanProcessor(spans))
-    reader = InMemoryMetricReader()
-    meter_provider = MeterProvider(metric_readers=[reader])
-    previous = telemetry.use(telemetry.Telemetry(tracer_provider, meter_provider))
-    try:
-        yield Recorded(spans, reader)
-    finally:
-        telemetry.use(previous)
-        tracer_provider.shutdown()
-        meter_provider.shutdown()
+    with recording() as found:
+        yield found
 
 
 def _run_to_persist(services: Services, instance_id: str) -> dict[str, Any]:
@@ -101,8 +65,8 @@ def test_a_redelivered_record_outcome_counts_the_document_once(services: Service
     assert first == again  # the same answer both times: the job was written once
     roots = recorded.named(names.SPAN_ORCHESTRATION)
     assert [span.context.span_id for span in roots] == [run_ids("run-1")[1]]  # one root, not two with one id
-    assert recorded.total(names.DOCUMENTS_FINISHED) == 1
-    assert recorded.total(names.E2E_LATENCY) == 1
+    assert recorded.value(names.DOCUMENTS_FINISHED) == 1
+    assert recorded.value(names.E2E_LATENCY) == 1
 
 
 def test_collecting_the_jobs_gauge_makes_no_spans(services: Services, recorded: Recorded) -> None:
@@ -110,7 +74,7 @@ def test_collecting_the_jobs_gauge_makes_no_spans(services: Services, recorded: 
     traced port each reading is a root ``jobs.count_by_status`` span, one trace of its own: a
     dependency a minute per instance in Application Insights, tied to no run."""
     with using_services(telemetry.instrument(services)):
-        assert recorded.total(names.JOBS) == 0  # collected (no job yet)
+        assert recorded.value(names.JOBS) == 0  # collected (no job yet)
     assert recorded.named("jobs.count_by_status") == []
 
 
@@ -301,5 +265,5 @@ def test_a_transient_record_outcome_then_its_retry_count_the_document_once(
     store.replace = replace  # type: ignore[method-assign]
     retry = outcome | {"attempt": 2}  # the orchestrator's second call (``attempt``: ignored until the fix)
     assert activities.record_outcome(services, retry)["result"]["status"] == "indexed"
-    assert recorded.total(names.DOCUMENTS_FINISHED) == 1
+    assert recorded.value(names.DOCUMENTS_FINISHED) == 1
     assert len(recorded.named(names.SPAN_ORCHESTRATION)) == 1
