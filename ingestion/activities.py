@@ -17,7 +17,7 @@ from typing import Any
 
 from ingestion import errors, telemetry
 from ingestion.errors import IngestionError, Superseded, TransientError
-from ingestion.model import Job, JobStatus, from_iso, to_iso
+from ingestion.model import Job, JobStatus, from_iso
 from ingestion.services import Services
 from ingestion.stages import (
     StageRequest,
@@ -146,7 +146,7 @@ def _report_finished(
     now = services.clock()
     if job.status is JobStatus.INDEXED:
         current.e2e_latency.record(max(0.0, (now - job.version.last_modified).total_seconds()))
-    queued = from_iso(job.stage_times.get(JobStatus.QUEUED.value, to_iso(job.created_at)))
+    queued = job.queued_at
     attributes = {
         names.DOC_ID: job.doc_id,
         names.VERSION: job.version.etag,

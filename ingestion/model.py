@@ -275,6 +275,11 @@ class JobStatus(StrEnum):
     def in_progress(self) -> bool:
         return self in PROGRESS
 
+    @property
+    def in_backlog(self) -> bool:
+        """Whether the pipeline still owes this job a run: in progress, or waiting to be re-driven."""
+        return self in PROGRESS or self is JobStatus.RETRY_LATER
+
 
 PROGRESS: tuple[JobStatus, ...] = (
     JobStatus.QUEUED,
@@ -384,6 +389,12 @@ class Job:
     stage_times: Mapping[str, str] = field(default_factory=dict)
     trail: tuple[TrailEntry, ...] = ()
     etag: str | None = None
+
+    @property
+    def queued_at(self) -> datetime:
+        """When the job was last queued (a re-drive queues it again): what the backlog's age counts from."""
+        stamp = self.stage_times.get(JobStatus.QUEUED.value)
+        return from_iso(stamp) if stamp else self.created_at
 
     @property
     def ref(self) -> DocumentRef:

@@ -234,7 +234,7 @@ def collect_artifacts(services: Services, job: Job, now: datetime) -> int:
     # a new version since, whose checkpoints are being written now. Decide on the stored job, and
     # leave the document to the next pass if it changes while its artifacts are listed.
     current = services.jobs.get(job.doc_id)
-    if current is None or current.status.in_progress or current.status is JobStatus.RETRY_LATER:
+    if current is None or current.status.in_backlog:
         return 0
     if current.updated_at > now - retention:
         return 0

@@ -221,9 +221,8 @@ def _note_backlog(cursors: dict[str, str | None], jobs: list[Job], *, finished: 
     it is kept with the cursors); when the sweep ends, it is what the backlog-age gauge reports."""
     oldest = cursors.get(_BACKLOG_KEY)
     for job in jobs:
-        if job.status.in_progress or job.status is JobStatus.RETRY_LATER:
-            queued = job.stage_times.get(JobStatus.QUEUED.value, to_iso(job.created_at))
-            oldest = queued if oldest is None or from_iso(queued) < from_iso(oldest) else oldest
+        if job.status.in_backlog and (oldest is None or job.queued_at < from_iso(oldest)):
+            oldest = to_iso(job.queued_at)
     cursors[_BACKLOG_KEY] = oldest
     if finished:
         BACKLOG.found(from_iso(oldest) if oldest else None)
@@ -254,7 +253,7 @@ def _job_view(services: Services, job: Job) -> DocView | None:
         log.debug("%s: blob not comparable: %s", job.doc_id, error.message)
         return None
     held: tuple[tuple[str, str], ...] = ()
-    if (not job.status.in_progress and job.status is not JobStatus.RETRY_LATER) or blob is None:
+    if not job.status.in_backlog or blob is None:
         held = tuple(services.index.ids_for_doc(job.doc_id))
     return DocView(job.doc_id, job.path, blob, job, held)
 

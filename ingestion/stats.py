@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from ingestion.api import all_jobs
-from ingestion.model import Job, JobStatus, from_iso, to_iso
+from ingestion.model import Job, JobStatus, to_iso
 from ingestion.ports import JobStore
 
 FINISHED = (JobStatus.INDEXED, JobStatus.SKIPPED, JobStatus.NEEDS_REVIEW)
@@ -183,8 +183,8 @@ class _Tally:
                 self.skipped[job.last_error.code if job.last_error else NO_REASON] += 1
         if status is JobStatus.RETRY_LATER or (status is JobStatus.NEEDS_REVIEW and in_window):
             self._failure(job)
-        if status.in_progress or status is JobStatus.RETRY_LATER:
-            queued = _queued_at(job)
+        if status.in_backlog:
+            queued = job.queued_at
             if self.oldest is None or (queued, job.path) < self.oldest:
                 self.oldest = (queued, job.path)
         if status is JobStatus.RETRY_LATER and job.retry_at is not None:
@@ -221,12 +221,6 @@ class _Tally:
             failures=groups,
             backlog=backlog,
         )
-
-
-def _queued_at(job: Job) -> datetime:
-    """When the job was last queued (a re-drive queues it again), as the backlog-age gauge counts."""
-    stamp = job.stage_times.get(JobStatus.QUEUED.value)
-    return from_iso(stamp) if stamp else job.created_at
 
 
 # --------------------------------------------------------------------------- the CLI's table
