@@ -97,8 +97,13 @@ def needs_client(action: Action) -> bool:
 
 async def apply(services: Services, orchestrations: Orchestrations | None, action: Action, timing: Timing) -> str:
     """Carry out ``action``; a short outcome for the log and the report. Never raises for a fault."""
+    return await outcome_of(action, _carry_out(services, orchestrations, action, timing))
+
+
+async def outcome_of(action: Action, work: Awaitable[str]) -> str:
+    """``work``'s outcome; a fault or a bug fails this action only, and the outcome says why."""
     try:
-        return await _carry_out(services, orchestrations, action, timing)
+        return await work
     except IngestionError as error:  # a service fault: the next pass sees the same view again
         log.warning("reconcile %s failed: %s", action.describe(), error.message)
         return f"failed: {error.kind}: {error.message}"
@@ -230,21 +235,18 @@ def collect_artifacts(services: Services, job: Job, now: datetime) -> int:
     retention period: all of them for a deleted document; for others, everything but the current
     version's and the indexed content's (re-persisting and vector reuse read those)."""
     retention = timedelta(days=services.settings.reconcile.artifact_retention_days)
-    # ``job`` is the listing's copy: this pass's action, a trigger or a run may have moved the job to
-    # a new version since, whose checkpoints are being written now. Decide on the stored job, and
-    # leave the document to the next pass if it changes while its artifacts are listed.
-    current = services.jobs.get(job.doc_id)
-    if current is None or current.status.in_backlog:
-        return 0
-    if current.updated_at > now - retention:
+    if job.status.in_backlog or job.updated_at > now - retention:
         return 0
     prefix = f"{job.doc_id}/"
-    keep = set() if current.status is JobStatus.DELETED else {f"v-{current.version.key}"}
-    for content_hash in (current.indexed_hash, current.version.content_hash):
-        if content_hash and current.status is not JobStatus.DELETED:
+    keep = set() if job.status is JobStatus.DELETED else {f"v-{job.version.key}"}
+    for content_hash in (job.indexed_hash, job.version.content_hash):
+        if content_hash and job.status is not JobStatus.DELETED:
             keep.add(f"c-{content_hash[:32]}")
     folders = {key[len(prefix) :].split("/", 1)[0] for key in services.artifacts.list(prefix)}
     doomed = sorted(folders - keep)
-    if not doomed or getattr(services.jobs.get(job.doc_id), "etag", None) != current.etag:
+    # ``job`` is the listing's copy: this pass's action, a trigger or a run may have moved the job to
+    # a new version since, whose checkpoints are being written now. Any such write changes its ETag
+    # (and makes it recent), so delete only while the stored job is still the copy decided on.
+    if not doomed or getattr(services.jobs.get(job.doc_id), "etag", None) != job.etag:
         return 0
     return sum(services.artifacts.delete_prefix(f"{prefix}{folder}/") for folder in doomed)

@@ -20,7 +20,7 @@ from ingestion.errors import IngestionError
 from ingestion.model import DocumentRef
 from ingestion.ports import DeadLetter
 from ingestion.reconcile import Action, Rule
-from ingestion.reconcile_apply import Orchestrations, note_on_trail, start_run
+from ingestion.reconcile_apply import Orchestrations, note_on_trail, outcome_of, start_run
 from ingestion.services import Services
 from ingestion.triggers import BLOB_DELETED, blob_from_subject, plan_ingestion, remove_blob
 
@@ -55,17 +55,9 @@ async def redrive_dead_letters(
             kept.add(letter.key)  # planned, not handled
             results.append((action, "planned"))
             continue
-        try:
-            outcome = await _handle(services, orchestrations, letter, container, action)
-        except IngestionError as error:
-            outcome = f"failed: {error.kind}: {error.message}"
-            kept.add(letter.key)
-        except Exception as error:  # a bug with one letter must not stop the others, nor the pass
-            log.exception("reconcile %s failed unexpectedly", action.describe())
-            outcome = f"failed: unexpected {type(error).__name__}: {error}"
-            kept.add(letter.key)
-        else:
-            done.add(letter.key)
+        # A fault or a bug with one letter fails it alone: it is kept for the next pass.
+        outcome = await outcome_of(action, _handle(services, orchestrations, letter, container, action))
+        (kept if outcome.startswith("failed") else done).add(letter.key)
         log.info("reconcile %s -> %s", action.describe(), outcome)
         results.append((action, outcome))
     if not dry_run and (handled := done - kept):

@@ -96,7 +96,6 @@ async def _reconcile(services: Services, orchestrations: Orchestrations | None, 
         action = decide(view, timing)
         if action is None or action.doc_id in done or (rules is not None and action.rule not in rules):
             return
-        done.add(action.doc_id)
         if dry_run or (orchestrations is None and needs_client(action)):
             outcome = "planned"
         else:

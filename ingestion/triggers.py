@@ -95,9 +95,10 @@ async def start_once(client: Any, plan: StartPlan, trigger: str = "event") -> bo
     ``trigger`` (event, reconciler) labels the documents-started metric and the start span."""
     began = datetime.now(UTC)
     request = plan.input["request"]
-    with telemetry.in_run(plan.instance_id, {names.DOC_ID: request["doc_id"], names.VERSION: request["etag"]}):
+    run = {names.DOC_ID: request["doc_id"], names.VERSION: request["etag"]}
+    with telemetry.in_run(plan.instance_id, run):
         started = await _start(client, plan)
-    attributes = {names.DOC_ID: request["doc_id"], names.VERSION: request["etag"], names.TRIGGER: trigger}
+    attributes = run | {names.TRIGGER: trigger}
     if started:
         telemetry.current().started.add(1, {names.TRIGGER: trigger})
     telemetry.current().run_span(
