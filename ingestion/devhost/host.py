@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
 import threading
 import time
@@ -96,14 +95,16 @@ class Host:
             self._watcher = BlobWatcher(
                 blob_source, self._events.submit, interval_s=watch_interval_s, state_path=data_dir / "watcher.json"
             )
-        # Binding expressions name app settings that Azure requires (infrastructure sets them);
-        # locally they default to the project's settings, as a local.settings.json would give them.
-        for name, value in APP_SETTING_DEFAULTS.items():
-            os.environ.setdefault(name, value)
         timers = self.catalog.of("timerTrigger")
         self._timers = TimerService(
             [
-                TimerSpec(t.name, Schedule(str(t.trigger["schedule"])), bool(t.trigger.get("runOnStartup")))
+                TimerSpec(
+                    t.name,
+                    # Binding expressions name app settings that Azure requires (infrastructure sets
+                    # them); locally they default to the project's, as a local.settings.json would.
+                    Schedule(str(t.trigger["schedule"]), APP_SETTING_DEFAULTS),
+                    bool(t.trigger.get("runOnStartup")),
+                )
                 for t in timers
             ],
             self._run_timer,

@@ -16,7 +16,7 @@ import logging
 import os
 import re
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -33,11 +33,12 @@ _GRACE = timedelta(seconds=1)  # a recorded occurrence this close to start-up is
 class Schedule:
     """When a timer fires next, from an NCRONTAB expression or a TimeSpan."""
 
-    def __init__(self, expression: str) -> None:
+    def __init__(self, expression: str, defaults: Mapping[str, str] | None = None) -> None:
+        """``%SETTING%`` reads the app setting from the environment, else from ``defaults``."""
         resolved = expression.strip()
         if len(resolved) > 2 and resolved.startswith("%") and resolved.endswith("%"):
             setting = resolved[1:-1]
-            resolved = os.environ.get(setting, "").strip()
+            resolved = (os.environ.get(setting) or (defaults or {}).get(setting, "")).strip()
             if not resolved:
                 raise ValueError(f"timer schedule {expression!r}: app setting {setting} is not set")
         self.expression = resolved
