@@ -333,8 +333,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=4318)
     args = parser.parse_args(argv)
     collector = OtlpCollector(args.port, echo=lambda record: print(describe(record), flush=True))
-    print(f"OTLP/HTTP collector on {collector.url}: set OTEL_EXPORTER_OTLP_ENDPOINT={collector.url}", flush=True)
     with collector, contextlib.suppress(KeyboardInterrupt):
+        print(f"OTLP/HTTP collector on {collector.url}: set OTEL_EXPORTER_OTLP_ENDPOINT={collector.url}", flush=True)
         threading.Event().wait()
     return 0
 

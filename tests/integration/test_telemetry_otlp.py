@@ -307,3 +307,35 @@ def test_the_collector_reads_gzip_compressed_exports() -> None:
         exporter.shutdown()
         (span,) = collector.spans
     assert (span.name, span.attributes, span.parent_span_id) == ("embedder.embed", {"doc_id": "doc-1"}, "")
+
+
+def test_the_collector_runs_standalone_and_prints_what_it_receives() -> None:
+    """``python -m tests.emulators.otlp_collector`` (README's way to watch the local host's telemetry)
+    says where it listens, prints each span it receives, and stops on Ctrl-C."""
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "tests.emulators.otlp_collector", "--port", str(port)],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        assert process.stdout is not None
+        first = process.stdout.readline().decode()
+        assert f"OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:{port}" in first, first
+        provider = TracerProvider()
+        provider.add_span_processor(
+            SimpleSpanProcessor(OTLPSpanExporter(endpoint=f"http://127.0.0.1:{port}/v1/traces"))
+        )
+        provider.get_tracer("test").start_span("standalone-check").end()
+        provider.shutdown()
+        printed = process.stdout.readline().decode()
+        assert "standalone-check" in printed, printed
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=STOP_HANG_GUARD_S) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        assert process.stdout is not None
+        process.stdout.close()
