@@ -28,7 +28,6 @@ REQUEST = "Microsoft.ApplicationInsights.Request"
 DEPENDENCY = "Microsoft.ApplicationInsights.RemoteDependency"
 MESSAGE = "Microsoft.ApplicationInsights.Message"
 METRIC = "Microsoft.ApplicationInsights.Metric"
-EXCEPTION = "Microsoft.ApplicationInsights.Exception"
 _TRACK = re.compile(r"/+v2(?:\.1)?/track")  # the client joins "<endpoint>/" and "/v2.1": "//v2.1/track"
 
 
@@ -62,7 +61,6 @@ class AppInsightsIngest:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._envelopes: list[Envelope] = []
-        self.requests = 0
         self.rejected: list[str] = []  # requests answered 400/404, with the reason
         self._server: LocalHttpServer | None = None
 
@@ -115,8 +113,6 @@ class AppInsightsIngest:
         return [envelope for envelope in self.envelopes if envelope.name == name]
 
     def _track(self, path: str, body: bytes, encoding: str) -> tuple[int, dict[str, Any]]:
-        with self._lock:
-            self.requests += 1
         if not _TRACK.fullmatch(path):
             return self._reject(404, f"no route {path}")
         try:

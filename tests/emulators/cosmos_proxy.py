@@ -26,12 +26,10 @@ _HOP_BY_HOP = frozenset({"connection", "keep-alive", "transfer-encoding", "te", 
 
 @dataclass(frozen=True)
 class Fault:
-    """An answer the proxy gives instead of forwarding, to requests whose method is in ``methods``."""
+    """An answer the proxy gives instead of forwarding an item write (queries are POSTs too: never them)."""
 
     status: int
-    methods: frozenset[str]
     headers: dict[str, str] = field(default_factory=dict)
-    queries: bool = False  # queries are POSTs too; by default only item writes get the fault
 
 
 class CosmosProxy:
@@ -56,18 +54,16 @@ class CosmosProxy:
         times: int,
         status: int,
         *,
-        methods: tuple[str, ...] = ("POST", "PUT"),
         headers: dict[str, str] | None = None,
-        queries: bool = False,
     ) -> None:
-        """Answer the next ``times`` requests with one of ``methods`` (default: item writes) with ``status``."""
-        fault = Fault(status, frozenset(methods), dict(headers or {}), queries)
+        """Answer the next ``times`` item writes (POST or PUT, not queries) with ``status``."""
+        fault = Fault(status, dict(headers or {}))
         with self._lock:
             self._faults.extend([fault] * times)
 
     def _take_fault(self, method: str, is_query: bool) -> Fault | None:
         with self._lock:
-            if self._faults and method in self._faults[0].methods and (self._faults[0].queries or not is_query):
+            if self._faults and method in ("POST", "PUT") and not is_query:
                 self.faults_served += 1
                 return self._faults.popleft()
             return None

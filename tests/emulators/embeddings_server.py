@@ -263,10 +263,6 @@ class EmbeddingsServer:
         """429 answers, from the quota or injected."""
         return sum(1 for record in self.records if record.status == 429)
 
-    @property
-    def accepted_tokens(self) -> int:
-        return sum(record.tokens for record in self.records if record.status == 200)
-
     def tokens_by_window(self) -> list[int]:
         """Tokens accepted in each quota window since the start (or reset), in order: each request in
         the window that counted it, however long after that its answer went out."""

@@ -96,7 +96,6 @@ class OtlpCollector:
         self._spans: list[Span] = []
         self._points: list[MetricPoint] = []
         self._logs: list[LogRecord] = []
-        self.requests: list[tuple[str, int]] = []  # (path, status) of every request
         self._echo = echo
         self._port = port
         self._http: LocalHttpServer | None = None
@@ -185,10 +184,6 @@ class OtlpCollector:
                 self._echo(record)
         return 200, response_type().SerializeToString()
 
-    def record_request(self, path: str, status: int) -> None:
-        with self._lock:
-            self.requests.append((path, status))
-
 
 class _Handler(QuietHandler):
     protocol_version = "HTTP/1.1"  # keep-alive, as the exporters' connection pool expects
@@ -201,7 +196,6 @@ class _Handler(QuietHandler):
             status, payload = collector.receive(
                 path, self.headers.get("Content-Type", ""), self.headers.get("Content-Encoding", ""), body
             )
-            collector.record_request(path, status)
             self.send_response(status)
             self.send_header("Content-Type", PROTOBUF)
             self.send_header("Content-Length", str(len(payload)))
