@@ -18,7 +18,7 @@ from ingestion.adapters.sqlite_index import SqliteSearchIndex
 from ingestion.adapters.sqlite_jobs import SqliteJobStore
 from ingestion.config import Settings, SettingsError
 from ingestion.ports import Embedder, JobStore
-from ingestion.services import Services
+from ingestion.services import Adapters, Services
 from ingestion.telemetry import JOB_COUNTS, instrument, untraced
 from ingestion.tokens import Tokenizer
 
@@ -28,44 +28,50 @@ def build_services(settings: Settings) -> Services:
     each port wrapped so that its calls are spans (``telemetry.instrument``)."""
     tokenizer = Tokenizer(settings.chunking.encoding, settings.tiktoken_cache_dir)
     embedder, embedder_closers = build_embedder(settings, tokenizer)
-    if settings.chunking.target_tokens > embedder.max_input_tokens:
-        raise SettingsError(
-            f"INGEST_CHUNK_TOKENS={settings.chunking.target_tokens} is over the embedding model's input "
-            f"limit of {embedder.max_input_tokens} tokens"
-        )
-    if settings.profile == "azure":
-        from ingestion.adapters.azure_profile import azure_adapters  # noqa: PLC0415 -- Azure SDKs only when used
-
-        azure = azure_adapters(settings)
-        return instrument(
-            Services(
-                settings=settings,
-                blobs=azure.blobs,
-                artifacts=azure.artifacts,
-                jobs=azure.jobs,
-                index=azure.index,
-                embedder=embedder,
-                tokenizer=tokenizer,
-                closers=azure.closers + embedder_closers,
-                dead_letters=azure.dead_letters,
+    try:
+        if settings.chunking.target_tokens > embedder.max_input_tokens:
+            raise SettingsError(
+                f"INGEST_CHUNK_TOKENS={settings.chunking.target_tokens} is over the embedding model's input "
+                f"limit of {embedder.max_input_tokens} tokens"
             )
+        if settings.profile == "azure":
+            from ingestion.adapters.azure_profile import azure_adapters  # noqa: PLC0415 -- Azure SDKs only when used
+
+            adapters = azure_adapters(settings)
+        else:
+            adapters = _embedded_adapters(settings)
+    except BaseException:
+        for close in embedder_closers:  # the next shared_services() call builds a new one
+            close()
+        raise
+    return instrument(
+        Services(
+            settings=settings,
+            blobs=adapters.blobs,
+            artifacts=adapters.artifacts,
+            jobs=adapters.jobs,
+            index=adapters.index,
+            embedder=embedder,
+            tokenizer=tokenizer,
+            closers=adapters.closers + embedder_closers,
+            dead_letters=adapters.dead_letters,
         )
+    )
+
+
+def _embedded_adapters(settings: Settings) -> Adapters:
+    """A folder of files, a folder of artifacts, SQLite, and the local host's poison events."""
     data = settings.data_dir
     data.mkdir(parents=True, exist_ok=True)
     jobs = SqliteJobStore(data / "jobs.sqlite3")
     index = SqliteSearchIndex(data / "index.sqlite3", settings.embedding.dimensions)
-    return instrument(
-        Services(
-            settings=settings,
-            blobs=FolderBlobSource(settings.inbox_dir, settings.container),
-            artifacts=FolderArtifactStore(data / "artifacts"),
-            jobs=jobs,
-            index=index,
-            embedder=embedder,
-            tokenizer=tokenizer,
-            closers=(jobs.close, index.close, *embedder_closers),
-            dead_letters=FileDeadLetters(data / POISON_FILE),  # the local host's poison events
-        )
+    return Adapters(
+        blobs=FolderBlobSource(settings.inbox_dir, settings.container),
+        artifacts=FolderArtifactStore(data / "artifacts"),
+        jobs=jobs,
+        index=index,
+        closers=(jobs.close, index.close),
+        dead_letters=FileDeadLetters(data / POISON_FILE),
     )
 
 

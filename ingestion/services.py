@@ -18,6 +18,18 @@ def utc_now() -> datetime:
 
 
 @dataclass(frozen=True)
+class Adapters:
+    """What a profile builds (``bootstrap``): the stores, the index, and what closes them."""
+
+    blobs: BlobSource
+    artifacts: ArtifactStore
+    jobs: JobStore
+    index: SearchIndex
+    closers: tuple[Callable[[], None], ...]
+    dead_letters: DeadLetters | None
+
+
+@dataclass(frozen=True)
 class Services:
     settings: Settings
     blobs: BlobSource

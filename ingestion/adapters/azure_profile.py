@@ -10,7 +10,6 @@ roles cannot; infrastructure and ``python -m ingestion index ensure`` do).
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 from ingestion.adapters.azure_artifacts import AzureArtifactStore
@@ -20,22 +19,13 @@ from ingestion.adapters.azure_search import AzureSearchIndex, check_index, conne
 from ingestion.adapters.cosmos_jobs import open_job_store
 from ingestion.adapters.openai_embedder import connect_embedder
 from ingestion.config import EmbeddingSettings, Settings
-from ingestion.ports import ArtifactStore, BlobSource, DeadLetters, Embedder, JobStore, SearchIndex
+from ingestion.ports import Embedder
+from ingestion.services import Adapters
 from ingestion.tokens import Tokenizer
 
 # What the OpenAI embedding models (text-embedding-3-*, ada-002) count tokens in: the embedder's
 # limits (8,191 per input, 300k per request, the TPM quota) are in these tokens.
 _EMBEDDING_ENCODING = "cl100k_base"
-
-
-@dataclass(frozen=True)
-class AzureAdapters:
-    blobs: BlobSource
-    artifacts: ArtifactStore
-    jobs: JobStore
-    index: SearchIndex
-    closers: tuple[Callable[[], None], ...]
-    dead_letters: DeadLetters | None
 
 
 class _Credential:
@@ -60,7 +50,7 @@ class _Credential:
             self._credential.close()
 
 
-def azure_adapters(settings: Settings) -> AzureAdapters:
+def azure_adapters(settings: Settings) -> Adapters:
     """Blob source, artifact store, job store and search index on the configured Azure services."""
     azure = settings.azure
     credential = _Credential()
@@ -91,9 +81,17 @@ def azure_adapters(settings: Settings) -> AzureAdapters:
     )
     search_client, index_client = _search_clients(settings, credential)
     index_client.close()  # the app only reads and writes documents; the schema is a deploy step
-    jobs.check()
-    check_index(search_client)
-    return AzureAdapters(
+    closers = (uploads.close, artifacts.close, jobs.close, search_client.close, credential.close) + (
+        (letters.close,) if letters is not None else ()
+    )
+    try:
+        jobs.check()
+        check_index(search_client)
+    except BaseException:
+        for close in closers:  # shared_services builds again on the next call: leave nothing open
+            close()
+        raise
+    return Adapters(
         blobs=AzureBlobSource(uploads),
         artifacts=AzureArtifactStore(artifacts),
         jobs=jobs,
@@ -102,8 +100,7 @@ def azure_adapters(settings: Settings) -> AzureAdapters:
             dimensions=settings.embedding.dimensions,
             semantic_configuration=azure.semantic_configuration or None,
         ),
-        closers=(uploads.close, artifacts.close, jobs.close, search_client.close, credential.close)
-        + ((letters.close,) if letters is not None else ()),
+        closers=closers,
         dead_letters=AzureDeadLetters(letters) if letters is not None else None,
     )
 

@@ -151,18 +151,17 @@ class AzureSearchIndex:
     def ids_for_doc(self, doc_id: str) -> Iterator[tuple[str, str]]:
         after: str | None = None
         while True:
-            where = f"doc_id eq {odata_string(doc_id)}"
-            if after is not None:
-                where += f" and id gt {odata_string(after)}"
-            with translated(f"listing the chunks of {doc_id}", rejected=ReasonCode.INDEX_REJECTED):
-                pager = self._client.search(
-                    search_text=None, filter=where, order_by=["id asc"], select=["id", "version"], top=self._page_size
-                )
-                rows = [(str(row["id"]), str(row["version"])) for row in pager]
-            yield from rows
+            rows = self._listing(
+                f"listing the chunks of {doc_id}",
+                f"doc_id eq {odata_string(doc_id)}",
+                after,
+                ("id", "version"),
+                self._page_size,
+            )
+            yield from ((str(row["id"]), str(row["version"])) for row in rows)
             if len(rows) < self._page_size:
                 return
-            after = rows[-1][0]
+            after = str(rows[-1]["id"])
 
     def count_for_doc(self, doc_id: str) -> int:
         with translated(f"counting the chunks of {doc_id}", rejected=ReasonCode.INDEX_REJECTED):
@@ -178,14 +177,8 @@ class AzureSearchIndex:
         if not 1 <= limit <= PAGE_SIZE:
             # One page is one response: the service answers at most 1,000 documents per request.
             raise ValueError(f"limit must be between 1 and {PAGE_SIZE}, not {limit}")
-        where = None if after is None else f"id gt {odata_string(after)}"
-        with translated("listing the index", rejected=ReasonCode.INDEX_REJECTED):
-            pager = self._client.search(
-                search_text=None, filter=where, order_by=["id asc"], select=list(_LISTING_FIELDS), top=limit
-            )
-            return [
-                IndexedChunk(str(row["id"]), str(row["doc_id"]), str(row["version"]), str(row["path"])) for row in pager
-            ]
+        rows = self._listing("listing the index", None, after, _LISTING_FIELDS, limit)
+        return [IndexedChunk(str(row["id"]), str(row["doc_id"]), str(row["version"]), str(row["path"])) for row in rows]
 
     def search(self, query: SearchQuery) -> list[SearchHit]:
         if query.mode is SearchMode.VECTOR and query.vector is None:
@@ -210,6 +203,22 @@ class AzureSearchIndex:
             return [_hit(row) for row in self._client.search(**options)]
 
     # ------------------------------------------------------------------ internals
+
+    def _listing(
+        self, what: str, where: str | None, after: str | None, fields: Sequence[str], top: int
+    ) -> list[dict[str, Any]]:
+        """One page of ``fields`` of the documents matching ``where``, ids after ``after``, in id order
+        (keyset paging: ``$skip`` stops at 100,000)."""
+        clauses = [clause for clause in (where, None if after is None else f"id gt {odata_string(after)}") if clause]
+        with translated(what, rejected=ReasonCode.INDEX_REJECTED):
+            pager = self._client.search(
+                search_text=None,
+                filter=" and ".join(clauses) or None,
+                order_by=["id asc"],
+                select=list(fields),
+                top=top,
+            )
+            return list(pager)
 
     def _send(self, batch: IndexDocumentsBatch, what: str) -> dict[str, IndexResult]:
         with translated(what, rejected=ReasonCode.INDEX_REJECTED):

@@ -6,9 +6,8 @@ name never reads or writes anything outside it. The ETag is derived from what ch
 is rewritten (mtime in ns, size, inode), so an overwrite, in place or by rename, changes it.
 
 A page's continuation token is the last name it returned (see ``_token_of``); the next page is the
-walk's names after it, so a token stays valid whatever is created or deleted meanwhile. The walk
-still opens the directories before the token (``walk_files`` knows no lower bound): a page costs a
-walk up to its end, which is fine for a folder on one machine.
+walk's names after it, so a token stays valid whatever is created or deleted meanwhile.
+``walk_files`` skips what sorts before the token, so a page opens only the directories on the way to it.
 """
 
 from __future__ import annotations

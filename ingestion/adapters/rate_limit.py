@@ -83,7 +83,6 @@ class RateLimiter:
         self._requests = _Bucket(requests_per_minute / minute_s, 1.0, now)
         self._paused_until = now
         self.penalties = 0  # penalize() calls (each 429 seen; the embedder may report one twice)
-        self.waited_s = 0.0  # total time callers slept here
 
     @property
     def max_wait_s(self) -> float:
@@ -116,7 +115,6 @@ class RateLimiter:
                 # Reserve now, in arrival order: later callers queue behind this start.
                 self._tokens.reserve(cost, start)
                 self._requests.reserve(1.0, start)
-                self.waited_s += wait
                 penalties = self.penalties
             if wait > 0:
                 self._sleep(wait)

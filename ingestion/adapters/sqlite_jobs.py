@@ -32,7 +32,6 @@ CREATE TABLE IF NOT EXISTS jobs (
 );
 CREATE INDEX IF NOT EXISTS jobs_by_status ON jobs (status, doc_id);
 """
-_MANY = 500
 
 
 class SqliteJobStore:
@@ -61,15 +60,12 @@ class SqliteJobStore:
         return None if row is None else _job(row)
 
     def get_many(self, doc_ids: Sequence[str]) -> dict[str, Job]:
-        found: dict[str, Job] = {}
-        unique = sorted(set(doc_ids))
-        for start in range(0, len(unique), _MANY):  # SQLite bounds the number of parameters
-            batch = unique[start : start + _MANY]
-            marks = ",".join("?" * len(batch))
-            with self._lock, sqlite_errors("jobs"):
-                rows = self._db.execute(f"SELECT etag, body FROM jobs WHERE doc_id IN ({marks})", batch).fetchall()  # noqa: S608 - placeholders only
-            found.update((job.doc_id, job) for job in map(_job, rows))
-        return found
+        with self._lock, sqlite_errors("jobs"):
+            rows = self._db.execute(
+                "SELECT etag, body FROM jobs WHERE doc_id IN (SELECT value FROM json_each(?))",
+                (json.dumps(list(doc_ids)),),
+            ).fetchall()
+        return {job.doc_id: job for job in map(_job, rows)}
 
     def create(self, job: Job) -> Job:
         etag = uuid.uuid4().hex
