@@ -55,7 +55,6 @@ from ingestion.stages.chunk import load_chunks
 from ingestion.stages.common import bounded_batches
 from ingestion.tokens import Tokenizer
 from tests.emulators.embeddings_server import EmbeddingsServer
-from tests.emulators.process import free_port
 from tests.fakes import InMemoryArtifactStore, InMemoryBlobSource, InMemoryJobStore, InMemorySearchIndex
 
 REPO = Path(__file__).resolve().parents[1]
@@ -325,11 +324,11 @@ def main() -> int:
     parser.add_argument("--window-s", type=float, default=3.0, help="the length of the compressed minute")
     args = parser.parse_args()
     args.rpm = args.rpm or max(1, args.tpm * 6 // 1000)
-    args.port = free_port()
 
     tokenizer = Tokenizer("cl100k_base", Path("/tmp/ingestion-tiktoken"))
     settings = Settings(limits=ParseLimits(isolation="inline"), embedding=EmbeddingSettings(dimensions=DIMENSIONS))
-    server = EmbeddingsServer(tokenizer, port=args.port, api_key=API_KEY).start()
+    server = EmbeddingsServer(tokenizer, api_key=API_KEY).start()  # on a port the OS picks
+    args.port = server.port
     try:
         services = Services(
             settings=settings,

@@ -9,11 +9,9 @@ from __future__ import annotations
 import dataclasses
 import logging
 import tempfile
-import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter
@@ -36,11 +34,12 @@ from ingestion.telemetry.logs import CorrelationFilter, ScrubbingLogProcessor
 from ingestion.telemetry.runs import RunIdGenerator
 from ingestion.triggers import plan_ingestion
 from ingestion.workflow import CHUNK_DOCUMENT, FETCH_BLOB, INSTANCE_KEY, PARSE_DOCUMENT
+from tests.emulators.local_http import LocalHttpServer, QuietHandler
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-class Sink(BaseHTTPRequestHandler):
+class Sink(QuietHandler):
     """An OTLP/HTTP endpoint that reads every request and answers 200."""
 
     received = 0
@@ -53,20 +52,14 @@ class Sink(BaseHTTPRequestHandler):
         self.send_header("Content-Length", "0")
         self.end_headers()
 
-    def log_message(self, format: str, *args: object) -> None:
-        return
-
 
 @contextmanager
 def collector() -> Iterator[str]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Sink)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
+    server = LocalHttpServer(Sink)
     try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
+        yield server.url
     finally:
-        server.shutdown()
-        server.server_close()
+        server.close()
 
 
 @contextmanager

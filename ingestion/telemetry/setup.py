@@ -19,10 +19,13 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import sys
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import urlsplit
 
 from opentelemetry import metrics, trace
 from opentelemetry.sdk.resources import Resource
@@ -85,7 +88,6 @@ def shutdown(deadline_s: float = _SHUTDOWN_DEADLINE_S) -> bool:
     at the deadline would run later from the SDK's ``atexit`` hook, unbounded (an OTLP exporter
     retries a refused connection for up to its 10 s timeout). OTLP alone, with nobody accepting
     connections at the endpoint, nothing can be delivered: leave at once instead of waiting."""
-    import time  # noqa: PLC0415 -- only when stopping
 
     with _lock:
         steps, _shutdowns[:] = list(_shutdowns), []
@@ -119,8 +121,6 @@ def shutdown(deadline_s: float = _SHUTDOWN_DEADLINE_S) -> bool:
 def _accepts_connections(endpoint: str, timeout_s: float = 1.0) -> bool:
     """Whether something accepts TCP connections at ``endpoint``'s host and port (a malformed
     endpoint counts as listening: the exporters' own errors say what is wrong with it)."""
-    import socket  # noqa: PLC0415 -- only when stopping
-    from urllib.parse import urlsplit  # noqa: PLC0415
 
     try:
         parts = urlsplit(endpoint)
@@ -232,7 +232,6 @@ def _sdk(settings: TelemetrySettings, resource: Resource) -> None:
         # By trace id alone, not parent-based: a run's root and its activities (whose remote parent is
         # marked sampled) are kept or dropped together, as the Application Insights sampler does.
         sampler=TraceIdRatioBased(settings.sampling_ratio),
-        id_generator=RunIdGenerator(),
     )
     if settings.exporter == "otlp":
         spans, reader, records = _otlp_pipeline(settings)

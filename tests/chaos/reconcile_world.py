@@ -44,6 +44,7 @@ from typing import Any
 
 from ingestion import activities
 from ingestion.adapters.local_embedder import HashingEmbedder
+from ingestion.api import all_jobs
 from ingestion.config import ParseLimits, Settings
 from ingestion.errors import IngestionError, TransientError
 from ingestion.model import Chunk, DocumentRef, IndexRecord, Job, JobStatus, chunk_ids_digest
@@ -657,7 +658,7 @@ class World:
         services = self.services
         found: list[str] = []
         doc_ids = {DocumentRef(services.blobs.container, path).doc_id: path for path in self.paths}
-        jobs = all_jobs(services)
+        jobs = list(all_jobs(services.jobs))
         for listed in jobs:
             if not listed.status.is_terminal:
                 found.append(f"{listed.path}: job is {listed.status}, not terminal")
@@ -715,17 +716,6 @@ class World:
             if (job.chunk_count, job.chunk_ids_digest) != (len(expected.chunks), chunk_ids_digest(expected.chunks)):
                 found.append(f"the job records {job.chunk_count} chunks / digest {job.chunk_ids_digest}")
         return found
-
-
-def all_jobs(services: Services) -> list[Job]:
-    jobs: list[Job] = []
-    continuation: str | None = None
-    while True:
-        page = services.jobs.list(limit=500, continuation=continuation)
-        jobs.extend(page.jobs)
-        if page.continuation is None:
-            return jobs
-        continuation = page.continuation
 
 
 class CleanRuns:

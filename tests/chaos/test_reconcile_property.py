@@ -18,6 +18,7 @@ import pytest
 from hypothesis import HealthCheck, event, example, given, settings, target
 from hypothesis import strategies as st
 
+from ingestion.api import all_jobs
 from ingestion.model import JobStatus
 from ingestion.reconcile_run import Report
 from ingestion.tokens import Tokenizer
@@ -39,7 +40,6 @@ from tests.chaos.reconcile_world import (
     Tick,
     World,
     Write,
-    all_jobs,
     path_name,
 )
 
@@ -185,7 +185,7 @@ def test_blobs_jobs_and_index_converge(
             event(f"pass {number}: {rule}")
     crashes = sum("crashed" in line for line in world.story)
     event(f"crashed runs: {min(crashes, 3)}+")
-    if any(world.gave_up(job) for job in all_jobs(world.services)):
+    if any(world.gave_up(job) for job in all_jobs(world.services.jobs)):
         event("a job gave up after too many re-drives")
     # Steer the search towards histories that leave the reconciler the most to repair.
     target(float(sum(len(report.actions) for report in reports if report)), label="converging actions")
@@ -197,6 +197,6 @@ def test_a_document_re_driven_too_often_ends_with_a_person(
 ) -> None:
     """The give-up path the invariant allows is really taken: needs_review after max_redrives, no chunks."""
     world, _ = converge(tokenizer, data_dir, history, clean)
-    (job,) = all_jobs(world.services)
+    (job,) = all_jobs(world.services.jobs)
     assert job.status is JobStatus.NEEDS_REVIEW and world.gave_up(job)
     assert not list(world.services.index.ids_for_doc(job.doc_id))

@@ -16,9 +16,10 @@ import threading
 import urllib.parse
 from collections import deque
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 from tests.emulators.cosmos import is_missing_item
+from tests.emulators.local_http import LocalHttpServer, QuietHandler
 from tests.emulators.process import HOST
 
 _HOP_BY_HOP = frozenset({"connection", "keep-alive", "transfer-encoding", "te", "upgrade", "proxy-connection"})
@@ -41,13 +42,12 @@ class CosmosProxy:
         self._faults: deque[Fault] = deque()
         self._lock = threading.Lock()
         self.faults_served = 0
-        self._server = ThreadingHTTPServer((HOST, 0), self._handler())
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, name="cosmos-proxy", daemon=True)
+        self._server: LocalHttpServer | None = None
 
     @property
     def endpoint(self) -> str:
-        return f"http://{HOST}:{self._server.server_address[1]}"
+        assert self._server is not None, "not started"
+        return self._server.url
 
     def fail_next(
         self,
@@ -69,17 +69,18 @@ class CosmosProxy:
             return None
 
     def start(self) -> CosmosProxy:
-        self._thread.start()
+        self._server = LocalHttpServer(self._handler())
         return self
 
     def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        server, self._server = self._server, None
+        if server is not None:
+            server.close()
 
     def _handler(self) -> type[BaseHTTPRequestHandler]:
         upstream, take_fault = self._upstream, self._take_fault
 
-        class Forward(BaseHTTPRequestHandler):
+        class Forward(QuietHandler):
             protocol_version = "HTTP/1.1"
 
             def _forward(self) -> None:
@@ -112,8 +113,5 @@ class CosmosProxy:
                 self.wfile.write(payload)
 
             do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = _forward
-
-            def log_message(self, format: str, *args: object) -> None:
-                """Quiet: the tests read the application's logs, not the proxy's."""
 
         return Forward

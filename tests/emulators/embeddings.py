@@ -15,7 +15,7 @@ import pytest
 from ingestion.adapters.openai_embedder import OpenAIEmbedder, connect_embedder
 from ingestion.tokens import Tokenizer
 from tests.emulators.embeddings_server import EmbeddingsServer
-from tests.emulators.process import free_port, unavailable
+from tests.emulators.process import unavailable
 
 API_KEY = "emulator-key"
 DEPLOYMENT = "text-embedding-3-small"
@@ -26,7 +26,7 @@ GENEROUS: dict[str, Any] = {"tokens_per_minute": 100_000_000, "requests_per_minu
 @pytest.fixture(scope="session")
 def embeddings_server(tokenizer: Tokenizer) -> Iterator[EmbeddingsServer]:
     try:
-        server = EmbeddingsServer(tokenizer, port=free_port(), api_key=API_KEY).start()
+        server = EmbeddingsServer(tokenizer, api_key=API_KEY).start()
     except OSError as error:
         unavailable("embeddings server", str(error))
     yield server

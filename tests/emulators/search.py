@@ -14,7 +14,7 @@ from collections.abc import Iterator
 import pytest
 
 from ingestion.adapters.azure_search import AzureSearchIndex, connect_search, ensure_index
-from tests.emulators.process import free_port, unavailable
+from tests.emulators.process import unavailable
 from tests.emulators.search_server import SearchServer
 
 API_KEY = "local-search-test-key"
@@ -25,7 +25,7 @@ SEMANTIC_CONFIGURATION = "chunks-semantic"
 def search_server() -> Iterator[SearchServer]:
     """The local AI Search service, listening on 127.0.0.1 for the session."""
     try:
-        server = SearchServer(port=free_port(), api_key=API_KEY).start()
+        server = SearchServer(api_key=API_KEY).start()
     except OSError as error:
         unavailable("the local AI Search server", str(error))
     yield server

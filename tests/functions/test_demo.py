@@ -14,12 +14,7 @@ import pytest
 
 from ingestion.cli import post_search
 from tests.conftest import REPO
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+from tests.emulators.process import free_port
 
 
 @pytest.mark.slow
