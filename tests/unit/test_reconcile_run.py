@@ -384,15 +384,20 @@ def test_retry_later_after_max_redrives_needs_review_with_the_last_reason(
 # ---------------------------------------------------------------- dry run, trail, metric
 
 
-def test_a_dry_run_changes_nothing_and_reports_the_plan(
-    services: Services, orchestrations: InProcessOrchestrations
-) -> None:
-    """Every inconsistency is reported as planned; stores, cursors, orchestrations and metric stay as they were."""
+def lose_a_trigger_a_delete_and_a_chunk(services: Services) -> None:
+    """lost.txt never triggered, gone.txt deleted behind the pipeline, damaged.txt missing a chunk."""
     blobs(services).put("lost.txt", TEXT)
     ingest(services, "gone.txt", TEXT)
     blobs(services).delete("gone.txt")
     damaged = ingest(services, "damaged.txt", LONG)
     services.index.delete([next(iter(services.index.ids_for_doc(damaged.doc_id)))[0]])
+
+
+def test_a_dry_run_changes_nothing_and_reports_the_plan(
+    services: Services, orchestrations: InProcessOrchestrations
+) -> None:
+    """Every inconsistency is reported as planned; stores, cursors, orchestrations and metric stay as they were."""
+    lose_a_trigger_a_delete_and_a_chunk(services)
     services.index.upsert([foreign_record("ghost", "ghost.txt", 0)])
     before, counted = snapshot(services), reconcile_run.ACTIONS.snapshot()
     for client in (orchestrations, None):
@@ -413,11 +418,7 @@ def test_every_action_is_on_its_jobs_trail_and_counted(
     services: Services, clock: FakeClock, orchestrations: InProcessOrchestrations
 ) -> None:
     """Each action taken puts ``reconcile: <rule>: <reason>`` on its job's trail and counts once by rule."""
-    blobs(services).put("lost.txt", TEXT)
-    ingest(services, "gone.txt", TEXT)
-    blobs(services).delete("gone.txt")
-    damaged = ingest(services, "damaged.txt", LONG)
-    services.index.delete([next(iter(services.index.ids_for_doc(damaged.doc_id)))[0]])
+    lose_a_trigger_a_delete_and_a_chunk(services)
     retry = fail_to_retry_later(services, "retry.txt", OTHER_TEXT)
     assert retry.retry_at is not None
     clock.now = retry.retry_at
