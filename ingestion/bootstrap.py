@@ -109,13 +109,11 @@ def using_services(services: Services) -> Iterator[Services]:
     global _shared  # noqa: PLW0603 -- see shared_services
     with _lock:
         previous, _shared = _shared, services
-    JOB_COUNTS.invalidate()
     try:
         yield services
     finally:
         with _lock:
             _shared = previous
-        JOB_COUNTS.invalidate()
 
 
 def _shared_jobs() -> JobStore | None:
@@ -132,6 +130,5 @@ def reset_shared_services() -> None:
     global _shared
     with _lock:
         current, _shared = _shared, None
-    JOB_COUNTS.invalidate()
     if current is not None:
         current.close()

@@ -236,6 +236,7 @@ class JobCounts:
     """Jobs by status, read from a job store at most every ``_JOBS_TTL_S``: what the jobs gauge
     reports (for the store ``watch`` names) and what ``GET /api/health`` shows, so neither metric
     collections nor health probes query the store (a cross-partition count on Cosmos DB) each time.
+    A reading is kept for the store it came from (services replaced: their store is read afresh).
     Read the adapter itself, not its traced wrapper: a reading belongs to no run."""
 
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
@@ -247,12 +248,7 @@ class JobCounts:
     def watch(self, source: Callable[[], Any] | None) -> None:
         """``source`` returns the job store the gauge reports (``None``: nothing to report yet)."""
         with self._lock:
-            self._source, self._cached = source, None
-
-    def invalidate(self) -> None:
-        """Forget the last reading (the services it came from were replaced)."""
-        with self._lock:
-            self._cached = None
+            self._source = source
 
     def read(self, store: Any) -> Mapping[str, int]:
         """``store``'s jobs by status (those with any), at most ``_JOBS_TTL_S`` old."""
