@@ -24,6 +24,7 @@ from opentelemetry import metrics, trace
 from opentelemetry.metrics import CallbackOptions, Observation
 
 from ingestion.model import JobStatus
+from ingestion.retry import SDK_RETRIES, THROTTLED, RetryCounts
 from ingestion.telemetry import names
 from ingestion.telemetry.runs import RunIdGenerator, force_ids, link_context, reset_ids, run_context
 
@@ -109,9 +110,9 @@ class Telemetry:
         self.index_batch = histogram(names.INDEX_BATCH, _BATCH)
         self.e2e_latency = histogram(names.E2E_LATENCY, _LATENCY)
         for metric, callback in (
-            (names.SDK_RETRIES, _sdk_retries),
-            (names.THROTTLED, _throttled),
-            (names.RECONCILER_ACTIONS, _reconciler_actions),
+            (names.SDK_RETRIES, _observing(lambda: SDK_RETRIES, names.SERVICE)),
+            (names.THROTTLED, _observing(lambda: THROTTLED, names.SERVICE)),
+            (names.RECONCILER_ACTIONS, _observing(_reconciler_actions, names.RULE)),
         ):
             meter.create_observable_counter(
                 metric.name, callbacks=[callback], unit=metric.unit, description=metric.description
@@ -214,22 +215,15 @@ def _observe_counts(counts: Mapping[str, int], key: str) -> Iterable[Observation
     return [Observation(value, {key: name}) for name, value in sorted(counts.items())]
 
 
-def _sdk_retries(options: CallbackOptions) -> Iterable[Observation]:
-    from ingestion.retry import SDK_RETRIES  # noqa: PLC0415 -- read at collection time
-
-    return _observe_counts(SDK_RETRIES.snapshot(), names.SERVICE)
-
-
-def _throttled(options: CallbackOptions) -> Iterable[Observation]:
-    from ingestion.retry import THROTTLED  # noqa: PLC0415 -- read at collection time
-
-    return _observe_counts(THROTTLED.snapshot(), names.SERVICE)
-
-
-def _reconciler_actions(options: CallbackOptions) -> Iterable[Observation]:
+def _reconciler_actions() -> RetryCounts:
     from ingestion.reconcile_run import ACTIONS  # noqa: PLC0415 -- the reconciler imports telemetry
 
-    return _observe_counts(ACTIONS.snapshot(), names.RULE)
+    return ACTIONS
+
+
+def _observing(counts: Callable[[], RetryCounts], key: str) -> Callable[[CallbackOptions], Iterable[Observation]]:
+    """A callback reporting ``counts()`` (cumulative since the process started) by ``key``."""
+    return lambda options: _observe_counts(counts().snapshot(), key)
 
 
 class JobCounts:
