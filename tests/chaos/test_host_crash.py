@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import os
 import random
 import signal
 import sqlite3
 import subprocess
-import sys
 import time
 from contextlib import closing
 from pathlib import Path
@@ -19,7 +17,7 @@ from ingestion.adapters.sqlite_jobs import SqliteJobStore
 from ingestion.api import all_jobs
 from ingestion.config import Settings
 from ingestion.model import JobStatus, chunk_ids_digest
-from tests.conftest import REPO
+from tests.emulators.process import environment_without, start_devhost, wait_until
 from tests.unit.pipeline_helpers import long_text
 
 FILES = 10
@@ -30,27 +28,15 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
 
 def start_host(env: dict[str, str]) -> subprocess.Popen[bytes]:
-    """The host in its own process, logging to a file (a pipe nobody reads would block it)."""
-    with Path(env["HOST_LOG"]).open("ab") as log:
-        return subprocess.Popen(
-            [sys.executable, "-m", "ingestion.devhost", "--port", "0"],
-            cwd=REPO,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-
-
-def log_tail(env: dict[str, str]) -> str:
-    return Path(env["HOST_LOG"]).read_text(errors="replace")[-3000:]
+    """The host in its own process, appending to the log file."""
+    return start_devhost(env, Path(env["HOST_LOG"]), "--port", "0", append=True)
 
 
 @pytest.fixture
 def host_env(tmp_path: Path) -> dict[str, str]:
     inbox, data = tmp_path / "inbox", tmp_path / "data"
     inbox.mkdir()
-    env = {key: value for key, value in os.environ.items() if not key.startswith("INGEST_")}
-    env |= {
+    return environment_without("INGEST_") | {
         "INGEST_INBOX_DIR": str(inbox),
         "INGEST_DATA_DIR": str(data),
         "INGEST_WATCH_INTERVAL_S": "0.05",
@@ -58,17 +44,13 @@ def host_env(tmp_path: Path) -> dict[str, str]:
         "PYTHONUNBUFFERED": "1",
         "HOST_LOG": str(tmp_path / "host.log"),
     }
-    return env
 
 
 def wait_for_status(jobs: SqliteJobStore, status: JobStatus, process: subprocess.Popen[bytes], log: str) -> None:
-    deadline = time.monotonic() + WAIT_S
-    while time.monotonic() < deadline:
-        if any(job.status is status for job in list(all_jobs(jobs))):
-            return
-        assert process.poll() is None, Path(log).read_text(errors="replace")[-3000:]
-        time.sleep(0.005)
-    pytest.fail(f"no job reached {status} in {WAIT_S} s")
+    def reached() -> bool:
+        return any(job.status is status for job in list(all_jobs(jobs)))
+
+    wait_until(reached, f"a job reaching {status}", WAIT_S, process=process, log=Path(log), interval_s=0.005)
 
 
 def test_sigkill_during_embedding_then_restart_indexes_every_file_exactly_once(host_env: dict[str, str]) -> None:
@@ -92,15 +74,12 @@ def test_sigkill_during_embedding_then_restart_indexes_every_file_exactly_once(h
         # Then a restarted host finishes every file
         process = start_host(host_env)
         try:
-            deadline = time.monotonic() + WAIT_S
-            while time.monotonic() < deadline:
+
+            def all_indexed() -> bool:
                 found = list(all_jobs(jobs))
-                if len(found) == FILES and all(job.status is JobStatus.INDEXED for job in found):
-                    break
-                assert process.poll() is None, log_tail(host_env)
-                time.sleep(0.1)
-            else:
-                pytest.fail(f"not all indexed: {[(job.path, job.status.value) for job in list(all_jobs(jobs))]}")
+                return len(found) == FILES and all(job.status is JobStatus.INDEXED for job in found)
+
+            wait_until(all_indexed, "every file indexed", WAIT_S, process=process, log=Path(host_env["HOST_LOG"]))
         finally:
             process.send_signal(signal.SIGINT)
             assert process.wait(60) == 0

@@ -25,7 +25,6 @@ import re
 import signal
 import sqlite3
 import subprocess
-import sys
 import time
 import urllib.request
 from collections import defaultdict
@@ -44,7 +43,7 @@ from ingestion.api import all_jobs
 from ingestion.devhost.replay import iso
 from ingestion.devhost.store import HubStore
 from ingestion.model import Job, JobStatus, chunk_ids_digest
-from tests.conftest import REPO
+from tests.emulators.process import environment_without, start_devhost, wait_until
 from tests.unit.pipeline_helpers import long_text
 
 SEED = int(os.environ.get("INGEST_CHAOS_SEED", "7"))  # another seed: INGEST_CHAOS_SEED=n
@@ -101,21 +100,15 @@ class Scenario:
     # ------------------------------------------------------------------ the host
 
     def start(self, *, watch: bool = True) -> None:
-        """Start the host in its own process, logging to a file; wait until it listens."""
+        """Start the host in its own process group (a kill takes its parse children too), logging to a
+        file; wait until it listens."""
         self.log_start = self.log_path.stat().st_size if self.log_path.exists() else 0
         with self.log_path.open("ab") as log:
             log.write(f"=== test: host started {'with' if watch else 'without'} its watcher\n".encode())
-            log.flush()
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "ingestion.devhost", "--port", "0", *(() if watch else ("--no-watch",))],
-                cwd=REPO,
-                env=self.env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,  # its own process group: a kill takes its parse children too
-            )
+        args = ("--port", "0", *(() if watch else ("--no-watch",)))
+        self.process = start_devhost(self.env, self.log_path, *args, append=True, own_group=True)
         listening = re.compile(r"listening on http://127\.0\.0\.1:(\d+)")
-        self.port = int(self.wait_for(lambda: listening.findall(self.run_log()), "listening")[0])
+        self.port = int(self.wait_for(lambda: listening.findall(self.run_log()), "the host listening")[0])
 
     def kill(self) -> None:
         """SIGKILL the host and its children at once, as when its machine or container dies."""
@@ -143,14 +136,7 @@ class Scenario:
 
     def wait_for(self, check: Callable[[], T], what: str, timeout: float = WAIT_S) -> T:
         """Poll ``check`` until it returns something true; fail with the log tail after ``timeout``."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            found = check()
-            if found:
-                return found
-            assert self.process is None or self.process.poll() is None, f"host exited\n{self.tail()}"
-            time.sleep(0.05)
-        pytest.fail(f"{what}: not within {timeout} s\n{self.tail()}")
+        return wait_until(check, what, timeout, process=self.process, log=self.log_path, interval_s=0.05)
 
     def dry_run(self) -> dict[str, object]:
         """What a reconciler pass would do now, asked over the host's HTTP route."""
@@ -253,7 +239,7 @@ def notes(job: Job) -> list[str]:
 def scenario(tmp_path: Path) -> Scenario:
     found = Scenario(tmp_path, random.Random(SEED))
     found.inbox.mkdir()
-    found.env = {key: value for key, value in os.environ.items() if not key.startswith("INGEST_")} | {
+    found.env = environment_without("INGEST_") | {
         "INGEST_INBOX_DIR": str(found.inbox),
         "INGEST_DATA_DIR": str(found.data),
         "INGEST_WATCH_INTERVAL_S": "0.05",

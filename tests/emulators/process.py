@@ -3,6 +3,9 @@
 Servers the tests need (Azurite, the Cosmos DB emulator, the local AI Search and embeddings
 servers) are started by session fixtures, never assumed running. When one cannot start, its tests
 skip locally and fail under ``CI=true`` (``unavailable``), so CI never passes by skipping them.
+
+Tests that run the local host themselves start it with ``start_devhost`` in an environment built by
+``environment_without``, and poll for what they expect of it with ``wait_until``.
 """
 
 from __future__ import annotations
@@ -13,15 +16,17 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import NoReturn
+from typing import NoReturn, TypeVar
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 NODE_BIN = REPO / "node_modules" / ".bin"
 HOST = "127.0.0.1"
+LOG_TAIL_CHARS = 6000  # of a child's log, shown when a wait fails
+T = TypeVar("T")
 
 
 class ServerUnavailable(RuntimeError):
@@ -111,3 +116,57 @@ class ServerProcess:
 def python_server(module: str, *args: str) -> list[str]:
     """The command line running ``python -m module args`` with this interpreter."""
     return [sys.executable, "-m", module, *args]
+
+
+def environment_without(*prefixes: str) -> dict[str, str]:
+    """This process's environment minus the variables starting with any of ``prefixes``."""
+    return {key: value for key, value in os.environ.items() if not key.startswith(prefixes)}
+
+
+def start_devhost(
+    env: Mapping[str, str], log: Path, *args: str, append: bool = False, own_group: bool = False
+) -> subprocess.Popen[bytes]:
+    """``python -m ingestion.devhost *args`` from the repository, its output written (or appended) to ``log``;
+    ``own_group``: its own process group, so a kill takes its parse children too."""
+    # A file, not a pipe: a pipe nobody reads would fill up and block the host.
+    with log.open("ab" if append else "wb") as out:
+        return subprocess.Popen(
+            python_server("ingestion.devhost", *args),
+            cwd=REPO,
+            env=dict(env),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=own_group,
+        )
+
+
+def wait_until(
+    check: Callable[[], T],
+    what: str,
+    timeout_s: float,
+    *,
+    process: subprocess.Popen[bytes] | None = None,
+    log: Path | None = None,
+    interval_s: float = 0.1,
+) -> T:
+    """``check()``'s first true result; fails the test (with the log's tail) if ``process`` exits or time runs out."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        found = check()
+        if found:
+            return found
+        if process is not None and process.poll() is not None:
+            pytest.fail(f"the process exited with {process.returncode} while waiting for {what}{_tail(log)}")
+        if time.monotonic() >= deadline:
+            pytest.fail(f"{what}: not within {timeout_s} s{_tail(log)}")
+        time.sleep(interval_s)
+
+
+def _tail(log: Path | None) -> str:
+    if log is None:
+        return ""
+    try:
+        return "\n" + log.read_text(errors="replace")[-LOG_TAIL_CHARS:]
+    except OSError as error:
+        return f"\n(no log: {error})"

@@ -14,7 +14,7 @@ import pytest
 
 from ingestion.cli import post_search
 from tests.conftest import REPO
-from tests.emulators.process import free_port
+from tests.emulators.process import environment_without, free_port
 
 
 @pytest.mark.slow
@@ -23,7 +23,7 @@ def test_demo_ingests_the_samples_then_a_dropped_file_becomes_searchable(tmp_pat
     """demo.sh indexes every sample, answers its search, then a file dropped in inbox/ is found; Ctrl-C stops it."""
     port = free_port()
     inbox = tmp_path / "inbox"
-    env = {key: value for key, value in os.environ.items() if not key.startswith("INGEST_")}
+    env = environment_without("INGEST_")
     env |= {"INGEST_DATA_DIR": str(tmp_path / "data"), "INGEST_INBOX_DIR": str(inbox), "INGEST_HOST_PORT": str(port)}
     log = tmp_path / "demo.log"
     with log.open("wb") as out:

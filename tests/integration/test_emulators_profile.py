@@ -10,11 +10,9 @@ is created by the deploy step, ``python -m ingestion index ensure``, as in a dep
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
-import time
 import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
@@ -38,7 +36,8 @@ from tests.emulators.cosmos import CosmosEmulator, fresh_database
 from tests.emulators.cosmos_proxy import CosmosProxy
 from tests.emulators.embeddings import API_KEY as EMBEDDINGS_KEY
 from tests.emulators.embeddings_server import EmbeddingsServer
-from tests.emulators.process import free_port
+from tests.emulators.process import environment_without, free_port, start_devhost
+from tests.emulators.process import wait_until as poll
 from tests.emulators.search_server import SearchServer
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
@@ -74,8 +73,7 @@ def emulators(
     proxy = CosmosProxy(cosmos_emulator.endpoint).start()  # mends the emulator's 500 for a missing item
     try:
         with fresh_database(cosmos_emulator) as database:
-            env = {key: value for key, value in os.environ.items() if not key.startswith(("INGEST_", "UploadsStorage"))}
-            env |= {
+            env = environment_without("INGEST_", "UploadsStorage") | {
                 "INGEST_PROFILE": "azure",
                 "UploadsStorage": azurite.connection_string,
                 "INGEST_CONTAINER": uploads,
@@ -120,10 +118,7 @@ def cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
 @contextmanager
 def running_host(env: dict[str, str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
     """``python -m ingestion.devhost`` on the emulators profile; stopped with SIGTERM, which must exit 0."""
-    with log.open("wb") as out:
-        host = subprocess.Popen(
-            [sys.executable, "-m", "ingestion.devhost"], cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT
-        )
+    host = start_devhost(env, log)
     try:
         yield host
     finally:
@@ -152,11 +147,7 @@ def assert_index_holds_each_jobs_version(services: Services) -> None:
 
 
 def wait_until(condition: Callable[[], bool], host: subprocess.Popen[bytes], log: Path) -> None:
-    deadline = time.monotonic() + WAIT_S
-    while not condition():
-        assert host.poll() is None, log.read_text(errors="replace")[-5000:]
-        assert time.monotonic() < deadline, log.read_text(errors="replace")[-5000:]
-        time.sleep(0.2)
+    poll(condition, "the condition", WAIT_S, process=host, log=log, interval_s=0.2)
 
 
 def statuses(services: Services) -> dict[str, JobStatus]:

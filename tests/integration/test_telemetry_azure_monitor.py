@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import gzip
 import json
-import os
 import subprocess
 import sys
 import urllib.error
@@ -40,6 +39,7 @@ from tests.emulators.appinsights_ingest import (
     AppInsightsIngest,
     Envelope,
 )
+from tests.emulators.process import environment_without
 
 pytestmark = pytest.mark.timeout(180)
 CHILD_TIMEOUT_S = 120  # a guard against a hang (an exporter that never returns), not a timing assertion
@@ -80,8 +80,7 @@ class Run:
 def run_child(mode: str, root: Path) -> Run:
     """The child in ``mode`` ("worker" or "devhost"), exporting to a fresh local endpoint."""
     with AppInsightsIngest() as ingest:
-        env = {key: value for key, value in os.environ.items() if not key.startswith(_INHERITED)}
-        env |= {
+        env = environment_without(*_INHERITED) | {
             "APPLICATIONINSIGHTS_CONNECTION_STRING": ingest.connection_string,
             "APPLICATIONINSIGHTS_STATSBEAT_DISABLED_ALL": "true",  # else: Microsoft's statsbeat endpoints
             "APPLICATIONINSIGHTS_CONTROLPLANE_DISABLED": "true",  # else: settings.sdk.monitor.azure.com

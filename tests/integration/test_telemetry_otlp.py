@@ -9,7 +9,6 @@ local collector of ``tests/emulators/otlp_collector.py``.
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import signal
@@ -36,7 +35,7 @@ from ingestion.telemetry import names
 from ingestion.telemetry.runs import run_ids
 from tests.conftest import REPO
 from tests.emulators.otlp_collector import OtlpCollector, Span
-from tests.emulators.process import free_port
+from tests.emulators.process import environment_without, free_port, start_devhost, wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
 
@@ -83,11 +82,10 @@ class Devhost:
             return None
 
     def wait_indexed(self, files: tuple[str, ...]) -> None:
-        deadline = time.monotonic() + INGEST_WAIT_S
-        while any(self.status(name) != "indexed" for name in files):
-            assert self.process.poll() is None, self.output()
-            assert time.monotonic() < deadline, f"{[self.status(name) for name in files]}\n{self.output()}"
-            time.sleep(0.2)
+        wait_until(
+            lambda: all(self.status(name) == "indexed" for name in files), f"{files} indexed", INGEST_WAIT_S,
+            process=self.process, log=self.log, interval_s=0.2,
+        )  # fmt: skip
 
     def stop(self) -> float:
         """SIGTERM, as Ctrl-C in demo.sh sends it; the seconds until the process exited."""
@@ -104,9 +102,7 @@ class Devhost:
 
 def host_env(tmp_path: Path, endpoint: str, **extra: str) -> dict[str, str]:
     """The embedded profile in ``tmp_path``, exporting to ``endpoint``, metrics every second."""
-    inherited = ("INGEST_", "OTEL_", "APPLICATIONINSIGHTS_", "UploadsStorage")
-    env = {key: value for key, value in os.environ.items() if not key.startswith(inherited)}
-    return env | {
+    return environment_without("INGEST_", "OTEL_", "APPLICATIONINSIGHTS_", "UploadsStorage") | {
         "INGEST_DATA_DIR": str(tmp_path / "data"),
         "INGEST_INBOX_DIR": str(tmp_path / "inbox"),
         "INGEST_HOST_PORT": str(free_port()),
@@ -122,18 +118,10 @@ def host_env(tmp_path: Path, endpoint: str, **extra: str) -> dict[str, str]:
 @contextmanager
 def devhost(env: dict[str, str], log: Path) -> Iterator[Devhost]:
     """``python -m ingestion.devhost`` serving once /api/health answers; killed if a test leaves it running."""
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "ingestion.devhost", "--app-dir", str(REPO)],
-            cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-        )  # fmt: skip
+    process = start_devhost(env, log, "--app-dir", str(REPO))
     host = Devhost(process, f"http://127.0.0.1:{env['INGEST_HOST_PORT']}", log)
     try:
-        deadline = time.monotonic() + 60
-        while host.health() is None:
-            assert process.poll() is None, host.output()
-            assert time.monotonic() < deadline, host.output()
-            time.sleep(0.1)
+        wait_until(lambda: host.health() is not None, "/api/health answering", 60, process=process, log=log)
         yield host
     finally:
         if process.poll() is None:
@@ -258,12 +246,11 @@ telemetry.shutdown()
 
 def test_console_telemetry_prints_spans_and_metrics_as_json_on_stderr() -> None:
     """INGEST_TELEMETRY=console: the activity's span, under its run's root, and its metrics are JSON on stderr."""
-    env = {key: value for key, value in os.environ.items() if not key.startswith(("INGEST_", "OTEL_"))}
     done = subprocess.run(
         [sys.executable, "-c", CONSOLE_SCRIPT],
         check=False,
         cwd=REPO,
-        env=env | {"INGEST_TELEMETRY": "console"},
+        env=environment_without("INGEST_", "OTEL_") | {"INGEST_TELEMETRY": "console"},
         capture_output=True,
         text=True,
         timeout=60,

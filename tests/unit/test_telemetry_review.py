@@ -6,7 +6,6 @@ as failures); the others document behaviour verified good."""
 from __future__ import annotations
 
 import dataclasses
-import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -26,6 +25,7 @@ from ingestion.telemetry import names
 from ingestion.telemetry.runs import run_ids
 from ingestion.telemetry.traced import Traced
 from ingestion.workflow import STAGE_ACTIVITIES
+from tests.emulators.process import environment_without
 from tests.fakes import InMemoryJobStore
 from tests.unit.pipeline_helpers import upload
 from tests.unit.telemetry_helpers import Recorded, recording
@@ -135,7 +135,7 @@ def test_a_lost_etag_race_is_an_outcome_not_a_failed_dependency(recorded: Record
 def _in_child(code: str, env: dict[str, str], tmp: Path) -> subprocess.CompletedProcess[str]:
     """``code`` in a fresh process (OpenTelemetry's providers are set once a process), with the
     distro kept off the network: no statsbeat, no control plane, no VM metadata probe."""
-    keep = {key: value for key, value in os.environ.items() if not key.startswith(("OTEL_", "APPLICATIONINSIGHTS_"))}
+    keep = environment_without("OTEL_", "APPLICATIONINSIGHTS_")
     keep.pop("INGEST_TELEMETRY", None)
     offline = {
         "APPLICATIONINSIGHTS_STATSBEAT_DISABLED_ALL": "true",

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -16,6 +15,7 @@ import pytest
 
 from ingestion.adapters.local_blob import FolderBlobSource
 from ingestion.devhost.host import Host
+from tests.emulators.process import wait_until as poll
 from tests.functions.devhost import sample_app
 
 
@@ -42,11 +42,7 @@ def call(method: str, url: str, body: object = None, headers: dict[str, str] | N
 
 def wait_until(condition: Callable[[], bool], timeout: float = 30.0) -> None:
     """Poll ``condition`` until it holds; fail the test if it does not within ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"condition not met within {timeout} s")
-        time.sleep(0.02)
+    poll(condition, "the condition", timeout, interval_s=0.02)
 
 
 @pytest.fixture
